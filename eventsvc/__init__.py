@@ -1,0 +1,40 @@
+"""eventsvc: a durable event log for AI-agent backends, served over HTTP by Flask."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from . import config as settings
+from .emitter import EventEmitter, run_scope
+from .store import EventStore
+from .types import build_registry
+
+__all__ = ["EventEmitter", "EventStore", "create_app", "run_scope"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Wire settings, the store, the blueprints and the error handlers; decides nothing itself."""
+    app = Flask(__name__)
+    app.config.update(settings.load(config))
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+    app.extensions["eventsvc.store"] = EventStore(
+        app.config["DATA_DIR"],
+        fsync=app.config["FSYNC"] == "always",
+        segment_bytes=app.config["SEGMENT_BYTES"],
+        max_event_bytes=app.config["MAX_EVENT_BYTES"],
+        event_types=build_registry(app.config["EXTRA_EVENT_TYPES"]),
+    )
+    if app.config["FSYNC"] == "never":
+        log.warning("EVENTSVC_FSYNC=never: acknowledged events can be lost if the machine crashes")
+
+    from .api import register
+
+    register(app)
+    return app

@@ -1,0 +1,19 @@
+"""HTTP API: blueprints that turn requests into one store call each, and back."""
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from ..store import EventStore
+
+
+def store() -> EventStore:
+    return current_app.extensions["eventsvc.store"]
+
+
+def register(app: Flask) -> None:
+    from . import errors, meta, runs, sessions
+
+    app.register_blueprint(sessions.bp)
+    app.register_blueprint(runs.bp)
+    app.register_blueprint(meta.bp)
+    errors.init_app(app)

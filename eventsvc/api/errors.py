@@ -1,0 +1,72 @@
+"""One error shape for everything: ``{"error": {"code", "message", "details"?}}``.
+
+Domain errors carry their code; this module alone knows which HTTP status each code gets.
+Unexpected exceptions are logged with their traceback and answered without one.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+from ..errors import EventSvcError
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_CODE = {
+    "bad_request": 400,
+    "not_found": 404,
+    "seq_conflict": 409,
+    "event_id_conflict": 409,
+    "run_session_conflict": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "validation_error": 422,
+    "storage_unavailable": 503,
+    "store_busy": 503,
+    "insufficient_storage": 507,
+}
+CODE_BY_STATUS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    response = Response(json.dumps({"error": error}), status=status, mimetype="application/json")
+    response.headers.update(headers or {})
+    return response
+
+
+def _domain_error(exc: EventSvcError) -> Response:
+    return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, exc.details)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = CODE_BY_STATUS.get(status) or (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+    headers = {name: value for name, value in exc.get_headers() if name.lower() == "allow"}
+    message = exc.description or exc.name
+    if status == 413:
+        message = "request body is larger than this service accepts"
+    return error_response(status, code, message, headers=headers)
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "internal error; the server log has the details")
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(EventSvcError, _domain_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,16 @@
+"""``/api/runs/<run_id>/events``: one run's events, with their session-level seqs."""
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from . import store
+from .wire import page_query, page_response
+
+bp = Blueprint("runs", __name__, url_prefix="/api/runs")
+
+
+@bp.get("/<run_id>/events")
+def run_events(run_id: str):
+    query = page_query(request)
+    page = store().read_run_page(run_id, since_seq=query["since_seq"], limit=query["limit"])
+    return page_response(page, query["since_seq"], run_id=run_id)

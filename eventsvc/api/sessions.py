@@ -1,0 +1,34 @@
+"""``/api/sessions/<session_id>/events``: append, and the aggregated read of a session."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from ..errors import ValidationFailed
+from . import store
+from .wire import json_body, page_query, page_response
+
+bp = Blueprint("sessions", __name__, url_prefix="/api/sessions")
+MAX_BATCH = 1000
+
+
+@bp.post("/<session_id>/events")
+def append_events(session_id: str):
+    body = json_body(request)
+    if isinstance(body, dict):
+        result = store().append_one(session_id, body)
+        return jsonify(result.events[0]), 201 if result.created else 200
+    if isinstance(body, list):
+        if not 1 <= len(body) <= MAX_BATCH:
+            raise ValidationFailed(f"a batch holds 1 to {MAX_BATCH} events, not {len(body)}",
+                                   {"_batch": [f"must hold 1 to {MAX_BATCH} events"]})
+        result = store().append_batch(session_id, body)
+        return jsonify(events=result.events), 201 if result.created else 200
+    raise ValidationFailed("the body must be one event object or an array of events",
+                           {"_body": ["must be a JSON object or array"]})
+
+
+@bp.get("/<session_id>/events")
+def session_events(session_id: str):
+    query = page_query(request)
+    page = store().read_page(session_id, since_seq=query["since_seq"], limit=query["limit"])
+    return page_response(page, query["since_seq"])

@@ -1,0 +1,69 @@
+"""Every setting: its name, its ``EVENTSVC_*`` variable, its default and its parser, in one table.
+
+Tests pass a dict to ``create_app``; the environment fills what the dict leaves out.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+def _fsync_mode(value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in ("always", "never"):
+        raise ValueError("must be 'always' or 'never'")
+    return mode
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return f"EVENTSVC_{self.name}"
+
+
+SETTINGS = (
+    Setting("DATA_DIR", "./data", str, "where segments, the index and lock files live"),
+    Setting("FSYNC", "always", _fsync_mode,
+            "'always': an append is fsynced before it is acknowledged; 'never': the OS flushes (unsafe)"),
+    Setting("SEGMENT_BYTES", 64 * MIB, _positive_int, "a session's segment rolls once it reaches this size"),
+    Setting("MAX_EVENT_BYTES", MIB, _positive_int, "largest serialised event accepted (413 above)"),
+    Setting("MAX_REQUEST_BYTES", 32 * MIB, _positive_int, "largest request body accepted (413 above)"),
+    Setting("EXTRA_EVENT_TYPES", "", str, "comma-separated event types added to the 22 built-in ones"),
+    Setting("BIND", "127.0.0.1:8000", str, "gunicorn's listening address (make run)"),
+    Setting("WORKERS", 2, _positive_int, "gunicorn worker processes (make run)"),
+    Setting("THREADS", 4, _positive_int, "threads per gunicorn worker (make run)"),
+    Setting("LOG_LEVEL", "info", str, "log level of the service and gunicorn"),
+)
+
+
+def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Defaults, then ``EVENTSVC_*`` variables, then ``overrides``; raises ValueError naming the variable."""
+    config: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env)
+        if raw is None:
+            config[setting.name] = setting.default
+            continue
+        try:
+            config[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"{setting.env}={raw!r}: {exc}") from None
+    config.update(overrides or {})
+    return config

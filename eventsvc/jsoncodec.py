@@ -1,0 +1,80 @@
+"""Strict JSON in, compact JSON out: the one place that decides what JSON we accept and write.
+
+Python's json module accepts NaN, Infinity and repeated keys, and recurses without
+a bound; a log that others audit must not contain any of those.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import BadRequest
+
+MAX_DEPTH = 64
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not valid JSON: only finite numbers are accepted")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadRequest(f"duplicate key {key!r} in a JSON object")
+            seen.add(key)
+    return obj
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+
+def nesting_depth_exceeds(raw: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (checked before parsing)."""
+    depth = 0
+    in_string = escaped = False
+    for char in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def loads_strict(body: bytes) -> Any:
+    """Parse a request body; raises BadRequest for bad UTF-8, bad JSON, NaN, repeated keys or deep nesting."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and nesting_depth_exceeds(text, MAX_DEPTH):
+        raise BadRequest(f"JSON nests deeper than {MAX_DEPTH} levels")
+    try:
+        return _decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise BadRequest("JSON nests too deeply") from None
+
+
+def dumps_compact(value: Any) -> str:
+    """Compact, UTF-8-friendly JSON; raises ValueError on NaN/Infinity and TypeError on non-JSON values."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical(value: Any) -> str:
+    """A key-order-independent form, for comparing two payloads for equality."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)

@@ -1,0 +1,206 @@
+"""Marshmallow schemas: the one source of truth for what an envelope and a query may hold.
+
+``EventInputSchema`` checks what a caller may send to append; ``StoredEnvelopeSchema``
+checks a line read back from a segment (the audit uses it). Both share the field
+rules, so the service and the auditor can never disagree about validity.
+"""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .jsoncodec import MAX_DEPTH
+from .types import EVENT_TYPES, EventTypeSet
+
+ENVELOPE_KEYS = ("type", "timestamp", "session_id", "run_id", "seq", "source", "event_id", "payload")
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
+_ID = re.compile(ID_PATTERN + r"\Z")
+ID_RULE = "must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', starting with a letter or digit"
+MAX_SOURCE_CHARS = 64
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})\Z"
+)
+
+
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and _ID.match(value) is not None
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``; fractions only when present, without trailing zeros."""
+    moment = moment.astimezone(timezone.utc)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse RFC 3339 (an offset is required); raises ValueError otherwise."""
+    match = _RFC3339.match(value)
+    if match is None:
+        raise ValueError("not RFC 3339")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    tz = timezone.utc
+    if offset not in ("Z", "z"):
+        sign = 1 if offset[0] == "+" else -1
+        hours, minutes = int(offset[1:3]), int(offset[4:6])
+        if hours > 23 or minutes > 59:
+            raise ValueError("bad offset")
+        tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tz)
+    return moment.astimezone(timezone.utc)
+
+
+def json_problem(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` is not plain, finite JSON (None when it is)."""
+    if depth > MAX_DEPTH:
+        return f"nests deeper than {MAX_DEPTH} levels"
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "contains a non-finite number (NaN or Infinity)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"has a non-string key {key!r}"
+            problem = json_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            problem = json_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"contains a value that is not JSON ({type(value).__name__})"
+
+
+class Identifier(fields.String):
+    default_error_messages = {"invalid_id": ID_RULE}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if _ID.match(text) is None:
+            raise self.make_error("invalid_id")
+        return text
+
+
+class Timestamp(fields.String):
+    default_error_messages = {"invalid_timestamp": "must be an RFC 3339 timestamp with an offset, "
+                              "for example 2026-02-06T10:00:00Z"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return format_timestamp(parse_timestamp(text))
+        except (ValueError, OverflowError):
+            raise self.make_error("invalid_timestamp") from None
+
+
+class Seq(fields.Integer):
+    """A positive integer; booleans and floats such as 3.0 are not seqs."""
+
+    default_error_messages = {"invalid_seq": "must be an integer >= 1"}
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, validate=validate.Range(min=1, error="must be an integer >= 1"), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid_seq")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Payload(fields.Field):
+    default_error_messages = {
+        "not_object": "must be a JSON object",
+        "null": "must be a JSON object",
+        "not_json": "{problem}",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            raise self.make_error("not_object")
+        problem = json_problem(value)
+        if problem:
+            raise self.make_error("not_json", problem=f"payload {problem}")
+        return value
+
+
+class _EnvelopeRules(Schema):
+    """Rules shared by input and stored envelopes; ``event_types`` is the deployment's registry."""
+
+    class Meta:
+        unknown = RAISE
+
+    def __init__(self, *, event_types: EventTypeSet = EVENT_TYPES, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.event_types = event_types
+
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _type_and_run(self, data: dict, original: Any, **kwargs: Any) -> None:
+        name = data.get("type")
+        if not isinstance(name, str):
+            return
+        if name not in self.event_types:
+            raise ValidationError(f"unknown event type {name!r}; GET /api/event-types lists them", "type")
+        # A malformed run_id already has its own message; only a missing or null one is reported here.
+        if self.event_types.is_run_scoped(name) and original.get("run_id") is None:
+            raise ValidationError(f"required: {name} is a run-scoped event type", "run_id")
+
+
+class EventInputSchema(_EnvelopeRules):
+    """What a caller may send to append. The store fills what is missing."""
+
+    type = fields.String(required=True)
+    timestamp = Timestamp(load_default=None)
+    session_id = Identifier(load_default=None)
+    run_id = Identifier(load_default=None, allow_none=True)
+    seq = Seq(load_default=None, allow_none=True)
+    source = fields.String(load_default=None, validate=validate.Length(
+        min=1, max=MAX_SOURCE_CHARS, error=f"must be 1-{MAX_SOURCE_CHARS} characters"))
+    event_id = Identifier(load_default=None)
+    payload = Payload(load_default=dict)
+
+
+class StoredEnvelopeSchema(_EnvelopeRules):
+    """A complete envelope as it stands in a segment: all 8 keys, nothing else."""
+
+    type = fields.String(required=True)
+    timestamp = Timestamp(required=True)
+    session_id = Identifier(required=True)
+    run_id = Identifier(required=True, allow_none=True)
+    seq = Seq(required=True)
+    source = fields.String(required=True, validate=validate.Length(
+        min=1, max=MAX_SOURCE_CHARS, error=f"must be 1-{MAX_SOURCE_CHARS} characters"))
+    event_id = Identifier(required=True)
+    payload = Payload(required=True)
+
+
+class QueryInteger(fields.Integer):
+    """Plain decimal digits only: int() would also take ' 5', '+5' and '5_000'."""
+
+    _DIGITS = re.compile(r"[0-9]{1,18}\Z")
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or self._DIGITS.match(value) is None:
+            raise self.make_error("invalid")
+        return int(value)
+
+
+class PageQuerySchema(Schema):
+    """``since_seq`` and ``limit`` for paged reads; unknown parameters are errors, not silently ignored."""
+
+    class Meta:
+        unknown = RAISE
+
+    since_seq = QueryInteger(load_default=0, validate=validate.Range(min=0, error="must be an integer >= 0"))
+    limit = QueryInteger(load_default=100,
+                         validate=validate.Range(min=1, max=1000, error="must be an integer from 1 to 1000"))

@@ -1,0 +1,366 @@
+"""EventStore: the storage engine's one public face (no Flask, no click in here).
+
+Appends go to the session's JSON-lines segment first and to the SQLite index second;
+reads find byte ranges in the index and return the log's own bytes. The log is the truth:
+the index can always be rebuilt from the segments, never the reverse.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+
+from ..errors import (EventIdConflict, EventTooLarge, RunNotFound, RunSessionConflict, SeqConflict,
+                      SessionNotFound, StorageError, StorageFull, ValidationFailed)
+from ..schemas import EventInputSchema, ID_RULE, is_valid_id
+from ..types import EVENT_TYPES, EventTypeSet
+from . import segments
+from .drafts import Draft, details_for_single, prepare
+from .index import INDEX_FILE, Index, Location, SessionState
+from .locks import LOCKS_DIR, Locks
+from .recovery import Unindexable, catch_up, is_consistent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a read: the stored envelopes as the log's bytes (one JSON object each)."""
+
+    session_id: str
+    lines: list[bytes]
+    seqs: list[int]
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    events: list[dict[str, Any]]
+    created: int  # how many of ``events`` this call stored; the rest were idempotent re-sends
+
+
+class EventStore:
+    """A durable, append-only event log per session with a rebuildable SQLite index.
+
+    Safe to share between threads, and between processes that open the same ``data_dir``.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, fsync: bool = True,
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 event_types: EventTypeSet = EVENT_TYPES, io: segments.SegmentIO | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.segments_dir = self.data_dir / segments.SEGMENTS_DIR
+        self.segments_dir.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.max_event_bytes = max_event_bytes
+        self.event_types = event_types
+        self.io = io or segments.SegmentIO()
+        self._schema = EventInputSchema(event_types=event_types)
+        self._locks = Locks(self.data_dir / LOCKS_DIR)
+        self.damaged: dict[str, str] = {}
+        with self._locks.store(exclusive=True):
+            self._index = self._open_index()
+        self.recover()
+
+    # -- opening and recovery ----------------------------------------------------------------
+
+    def _open_index(self) -> Index:
+        """Open the index; a corrupt or foreign one is moved aside and rebuilt from the log."""
+        path = self.data_dir / INDEX_FILE
+        try:
+            index = Index(path)
+            index.db.execute_sql("SELECT count(*) FROM session LIMIT 1").fetchone()
+            return index
+        except pw.DatabaseError as exc:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            log.error("index %s is unusable (%s); moving it aside and rebuilding from the log", path, exc)
+            for suffix in ("", "-wal", "-shm"):
+                old = path.with_name(path.name + suffix)
+                if old.exists():
+                    old.rename(old.with_name(f"{old.name}.corrupt-{stamp}"))
+            return Index(path)
+
+    def recover(self) -> None:
+        """Catch every session's index up with its log (cheap: two stats per clean session)."""
+        states = {state.session_id: state for state in self._index.session_states()}
+        for entry in os.scandir(self.segments_dir):
+            if entry.is_dir() and is_valid_id(entry.name):
+                if not is_consistent(states.get(entry.name), Path(entry.path)):
+                    try:
+                        self._repair(entry.name)
+                    except StorageError:
+                        pass  # recorded in self.damaged; the other sessions are served as usual
+
+    def _repair(self, session_id: str) -> SessionState | None:
+        with self._locks.session(session_id):
+            return self._caught_up(session_id)
+
+    def _caught_up(self, session_id: str) -> SessionState | None:
+        """The session's checkpoint, after repairing the tail if the log moved. Caller holds the lock."""
+        session_dir = self.segments_dir / session_id
+        state = self._index.session_state(session_id)
+        if is_consistent(state, session_dir):
+            return state
+        try:
+            state = catch_up(self._index, session_dir, session_id)
+        except Unindexable as exc:
+            self.damaged[session_id] = exc.message
+            log.error("session %s needs an operator: %s", session_id, exc.message)
+            raise StorageError(f"session {session_id!r} has a log line that cannot be indexed; "
+                               "run `eventsvc audit` on it", {"reason": exc.message}) from None
+        self.damaged.pop(session_id, None)
+        return state
+
+    def close(self) -> None:
+        self._index.close()
+
+    # -- appends -----------------------------------------------------------------------------
+
+    def append(self, session_id: str, event: dict[str, Any], *, default_source: str = "api") -> dict[str, Any]:
+        """Append one event; returns the stored envelope (the stored one for an idempotent re-send).
+
+        Raises ValidationFailed, EventTooLarge, SeqConflict, EventIdConflict, RunSessionConflict or
+        StorageError; in every case nothing is written.
+        """
+        return self.append_one(session_id, event, default_source=default_source).events[0]
+
+    def append_one(self, session_id: str, event: dict[str, Any], *, default_source: str = "api") -> AppendResult:
+        """``append`` that also says whether the event was new; field errors are not keyed by index."""
+        try:
+            return self.append_batch(session_id, [event], default_source=default_source)
+        except ValidationFailed as exc:
+            raise details_for_single(exc) from None
+
+    def append_many(self, session_id: str, events: Sequence[dict[str, Any]], *,
+                    default_source: str = "api") -> list[dict[str, Any]]:
+        """Append a batch atomically (all or none); returns the stored envelopes in input order."""
+        return self.append_batch(session_id, events, default_source=default_source).events
+
+    def append_batch(self, session_id: str, events: Sequence[dict[str, Any]], *,
+                     default_source: str = "api") -> AppendResult:
+        """``append_many`` that also says how many events were new (the API answers 200 or 201 by it)."""
+        if not events:
+            return AppendResult([], 0)
+        drafts = prepare(session_id, events, schema=self._schema, default_source=default_source)
+        with self._locks.session(session_id):
+            state = self._caught_up(session_id)
+            if session_id in self.damaged:
+                raise StorageError(f"session {session_id!r} needs repair", {"reason": self.damaged[session_id]})
+            return self._append_locked(session_id, drafts, state)
+
+    def _append_locked(self, session_id: str, drafts: list[Draft], state: SessionState | None) -> AppendResult:
+        stored = self._index.locations_of(session_id, [draft.event_id for draft in drafts])
+        resent = self._resent(session_id, drafts, stored)
+        fresh = [draft for draft in drafts if draft.event_id not in resent]
+        if not fresh:
+            return AppendResult([resent[draft.event_id] for draft in drafts], 0)
+
+        last_seq = state.last_seq if state else 0
+        self._check_expected_seqs(drafts, resent, last_seq)
+        new_runs = self._check_runs(session_id, fresh, last_seq)
+        lines = [draft.line(last_seq + n) for n, draft in enumerate(fresh, 1)]
+        sizes = {n: len(line) - 1 for n, line in enumerate(lines) if len(line) - 1 > self.max_event_bytes}
+        if sizes:
+            raise EventTooLarge(f"an event is larger than the limit of {self.max_event_bytes} bytes",
+                                {"limit": self.max_event_bytes, "sizes": sizes})
+
+        segment, offset = self._segment_for(session_id, state, last_seq + 1)
+        path = self.segments_dir / session_id / segments.segment_name(segment)
+        data = b"".join(lines)
+        # Segment first: the index can always be rebuilt from the log, never the reverse.
+        self._write(path, offset, data)
+        rows, cursor = [], offset
+        for n, (draft, line) in enumerate(zip(fresh, lines), 1):
+            env = draft.envelope
+            rows.append((session_id, last_seq + n, env["run_id"], env["type"], env["event_id"],
+                         env["timestamp"], segment, cursor, len(line)))
+            cursor += len(line)
+        new_state = SessionState(session_id, last_seq + len(fresh), segment, cursor)
+        try:
+            self._index.commit_append(new_state, rows, new_runs)
+        except BaseException:
+            # Not acknowledged, so not kept: cut the log back to where the index ends.
+            self._undo_write(path, offset)
+            raise
+        seqs = {draft.event_id: last_seq + n for n, draft in enumerate(fresh, 1)}
+        events = [resent[d.event_id] if d.event_id in resent else d.stored(seqs[d.event_id]) for d in drafts]
+        return AppendResult(events, len(fresh))
+
+    def _resent(self, session_id: str, drafts: list[Draft], stored: dict[str, Location]) -> dict[str, dict]:
+        """Drafts whose event_id is already stored: same content is a re-send, other content a conflict."""
+        if not stored:
+            return {}
+        envelopes = self._read_envelopes(session_id, sorted(stored.values(), key=lambda loc: loc.seq))
+        by_id = {env["event_id"]: env for env in envelopes}
+        resent: dict[str, dict] = {}
+        for draft in drafts:
+            previous = by_id.get(draft.event_id)
+            if previous is None:
+                continue
+            if not draft.same_content(previous):
+                raise EventIdConflict(
+                    f"event_id {draft.event_id!r} is already stored with different content (seq {previous['seq']})",
+                    {"event_id": draft.event_id, "seq": previous["seq"]})
+            if draft.expected_seq is not None and draft.expected_seq != previous["seq"]:
+                raise SeqConflict(
+                    f"event_id {draft.event_id!r} is stored at seq {previous['seq']}, not {draft.expected_seq}",
+                    {"event_id": draft.event_id, "expected_seq": draft.expected_seq, "seq": previous["seq"]})
+            resent[draft.event_id] = previous
+        return resent
+
+    @staticmethod
+    def _check_expected_seqs(drafts: list[Draft], resent: dict[str, dict], last_seq: int) -> None:
+        next_seq = last_seq + 1
+        for draft in drafts:
+            if draft.event_id in resent:
+                continue
+            if draft.expected_seq is not None and draft.expected_seq != next_seq:
+                raise SeqConflict(f"expected seq {draft.expected_seq}, but the next seq is {next_seq}",
+                                  {"expected_seq": draft.expected_seq, "next_seq": next_seq,
+                                   "last_seq": last_seq})
+            next_seq += 1
+
+    def _check_runs(self, session_id: str, fresh: list[Draft], last_seq: int) -> list[tuple[str, int]]:
+        """Runs this append would start; raises RunSessionConflict for a run of another session."""
+        first_seq: dict[str, int] = {}
+        for n, draft in enumerate(fresh, 1):
+            if draft.run_id is not None:
+                first_seq.setdefault(draft.run_id, last_seq + n)
+        if not first_seq:
+            return []
+        owners = self._index.run_owners(first_seq)
+        for run_id, owner in owners.items():
+            if owner != session_id:
+                raise RunSessionConflict(f"run {run_id!r} belongs to session {owner!r}",
+                                         {"run_id": run_id, "session_id": owner})
+        return [(run_id, seq) for run_id, seq in first_seq.items() if run_id not in owners]
+
+    def _segment_for(self, session_id: str, state: SessionState | None, next_seq: int) -> tuple[int, int]:
+        """Where the next lines go: (segment base, offset). Rolls once the segment reaches its size."""
+        if state is None:
+            session_dir = self.segments_dir / session_id
+            if not session_dir.exists():
+                session_dir.mkdir()
+                if self.fsync:
+                    segments.fsync_dir(self.segments_dir)
+            return next_seq, 0
+        if state.end_offset >= self.segment_bytes:
+            return next_seq, 0
+        return state.segment, state.end_offset
+
+    def _write(self, path: Path, offset: int, data: bytes) -> None:
+        try:
+            segments.append_at(path, offset, data, fsync=self.fsync, io=self.io)
+        except segments.TailMoved as exc:
+            raise StorageError(f"the log changed under the index: {exc}") from None
+        except OSError as exc:
+            if offset == 0:
+                self._drop_empty(path)
+            log.error("append to %s failed: %s", path, exc)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull("no space left on the device holding the log") from None
+            raise StorageError(f"the log could not be written ({os.strerror(exc.errno or errno.EIO)})") from None
+
+    def _undo_write(self, path: Path, offset: int) -> None:
+        try:
+            segments.truncate(path, offset)
+            if offset == 0:
+                self._drop_empty(path)
+        except OSError as exc:
+            log.error("could not cut %s back to %d bytes (%s); the next append repairs it", path, offset, exc)
+
+    @staticmethod
+    def _drop_empty(path: Path) -> None:
+        try:
+            if path.stat().st_size == 0:
+                path.unlink()
+        except OSError:
+            pass
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def read_page(self, session_id: str, *, run_id: str | None = None, since_seq: int = 0,
+                  limit: int = 100) -> Page:
+        """Envelopes with ``seq > since_seq`` in seq order, as the log's bytes.
+
+        Raises SessionNotFound when the session has no events at all.
+        """
+        locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit + 1)
+        if not locations and self._index.session_state(session_id) is None:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        has_more = len(locations) > limit
+        locations = locations[:limit]
+        return Page(session_id, self._read_lines(session_id, locations), [loc.seq for loc in locations], has_more)
+
+    def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100) -> Page:
+        """A page of one run's events, found without knowing its session. Raises RunNotFound."""
+        session_id = self._index.run_session(run_id) if is_valid_id(run_id) else None
+        if session_id is None:
+            raise RunNotFound(f"run {run_id!r} not found")
+        return self.read_page(session_id, run_id=run_id, since_seq=since_seq, limit=limit)
+
+    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
+        """The aggregated view: every event of the session after ``since_seq``, run events included."""
+        return self._envelopes(session_id, None, since_seq, limit)
+
+    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
+        """Only ``run_id``'s events after ``since_seq``, with their session-level seqs, in seq order."""
+        return self._envelopes(session_id, run_id, since_seq, limit)
+
+    def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int) -> list[dict]:
+        locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit)
+        return self._read_envelopes(session_id, locations)
+
+    def last_seq(self, session_id: str) -> int:
+        state = self._index.session_state(session_id)
+        return state.last_seq if state else 0
+
+    def run_session(self, run_id: str) -> str | None:
+        """The session a run belongs to, or None for an unknown run."""
+        return self._index.run_session(run_id)
+
+    def query_plan(self, session_id: str, run_id: str | None = None) -> str:
+        return self._index.query_plan(session_id, run_id)
+
+    def _read_envelopes(self, session_id: str, locations: list[Location]) -> list[dict]:
+        return [json.loads(line) for line in self._read_lines(session_id, locations)]
+
+    def _read_lines(self, session_id: str, locations: list[Location]) -> list[bytes]:
+        lines: list[bytes] = []
+        for segment, spans in _by_segment(locations):
+            path = self.segments_dir / session_id / segments.segment_name(segment)
+            try:
+                lines.extend(segments.read_lines(path, spans))
+            except OSError as exc:
+                log.error("read of %s failed: %s", path, exc)
+                raise StorageError(f"the log of session {session_id!r} could not be read") from None
+        return lines
+
+
+def _by_segment(locations: list[Location]) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+    group: list[tuple[int, int]] = []
+    current = None
+    for loc in locations:
+        if loc.segment != current and group:
+            yield current, group
+            group = []
+        current = loc.segment
+        group.append((loc.offset, loc.length))
+    if group:
+        yield current, group
+
+
+__all__ = ["AppendResult", "EventStore", "Page"]

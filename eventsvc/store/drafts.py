@@ -1,0 +1,113 @@
+"""Turn caller input into draft envelopes: validated, defaulted and serialised before any lock.
+
+Everything except the seq is known before the session lock is taken, so each draft keeps
+its line as two pre-serialised halves and the seq is spliced in under the lock.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from marshmallow import ValidationError
+
+from ..errors import ValidationFailed
+from ..jsoncodec import canonical, dumps_compact
+from ..schemas import ID_RULE, EventInputSchema, format_timestamp, is_valid_id
+
+
+@dataclass
+class Draft:
+    envelope: dict[str, Any]  # all 8 keys; seq is None until assigned
+    expected_seq: int | None
+    head: bytes  # '{"type":…,"run_id":…,"seq":'
+    tail: bytes  # ',"source":…,"payload":{…}}\n'
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope["event_id"]
+
+    @property
+    def run_id(self) -> str | None:
+        return self.envelope["run_id"]
+
+    def line(self, seq: int) -> bytes:
+        return b"%s%d%s" % (self.head, seq, self.tail)
+
+    def stored(self, seq: int) -> dict[str, Any]:
+        return {**self.envelope, "seq": seq}
+
+    def same_content(self, stored: dict[str, Any]) -> bool:
+        """The idempotency rule: a re-send matches when type, run_id, source and payload do."""
+        mine = self.envelope
+        return (mine["type"] == stored.get("type") and mine["run_id"] == stored.get("run_id")
+                and mine["source"] == stored.get("source")
+                and canonical(mine["payload"]) == canonical(stored.get("payload")))
+
+
+def prepare(session_id: str, events: Sequence[Any], *, schema: EventInputSchema,
+            default_source: str) -> list[Draft]:
+    """Validate a batch in one pass; raises ValidationFailed (details keyed by batch index) or nothing."""
+    if not is_valid_id(session_id):
+        raise ValidationFailed("invalid session_id", {"session_id": [ID_RULE]})
+    try:
+        loaded = schema.load(list(events), many=True)
+    except ValidationError as exc:
+        raise ValidationFailed("invalid event", exc.messages) from None
+    now = format_timestamp(datetime.now(timezone.utc))
+    drafts: list[Draft] = []
+    errors: dict[int, dict[str, list[str]]] = {}
+    first_use: dict[str, int] = {}
+    for position, item in enumerate(loaded):
+        if item["session_id"] not in (None, session_id):
+            errors[position] = {"session_id": [f"must equal the session in the URL ({session_id!r}) or be left out"]}
+            continue
+        envelope = {
+            "type": item["type"],
+            "timestamp": item["timestamp"] or now,
+            "session_id": session_id,
+            "run_id": item["run_id"],
+            "seq": None,
+            "source": item["source"] or default_source,
+            "event_id": item["event_id"] or str(uuid.uuid4()),
+            "payload": item["payload"],
+        }
+        if envelope["event_id"] in first_use:
+            errors[position] = {"event_id": [f"repeats the event_id of event {first_use[envelope['event_id']]}"
+                                             " in this batch"]}
+            continue
+        first_use[envelope["event_id"]] = position
+        try:
+            drafts.append(_serialise(envelope, item["seq"]))
+        except UnicodeEncodeError:
+            errors[position] = {field: ["contains a lone surrogate: text must be valid Unicode"]
+                                for field in ("source", "payload") if not _encodable(envelope[field])}
+    if errors:
+        raise ValidationFailed("invalid event", errors)
+    return drafts
+
+
+def _serialise(envelope: dict[str, Any], expected_seq: int | None) -> Draft:
+    front = {key: envelope[key] for key in ("type", "timestamp", "session_id", "run_id")}
+    back = {key: envelope[key] for key in ("source", "event_id", "payload")}
+    head = (dumps_compact(front)[:-1] + ',"seq":').encode("utf-8")
+    tail = ("," + dumps_compact(back)[1:] + "\n").encode("utf-8")
+    return Draft(envelope, expected_seq, head, tail)
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        dumps_compact(value).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def details_for_single(error: ValidationFailed) -> ValidationFailed:
+    """A one-event append reports field messages directly, not keyed by batch index 0."""
+    details = error.details
+    if isinstance(details, dict) and set(details) == {0}:
+        return ValidationFailed(error.message, details[0])
+    return error

@@ -1,0 +1,227 @@
+"""The SQLite index over the segments (Peewee models and the queries over them).
+
+The index is derived: every row points at bytes in a segment, and the whole file can
+be rebuilt from the segments. It answers "where are the events after seq N of this
+session (or run)?" without reading the log, and it is where cross-process facts
+(next seq, which session owns a run) are settled under SQLite's write lock.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import peewee as pw
+
+from ..errors import RunSessionConflict
+
+INDEX_FILE = "index.sqlite3"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """The index's checkpoint for one session: what it has seen of the log so far."""
+
+    session_id: str
+    last_seq: int
+    segment: int  # base seq of the active segment
+    end_offset: int  # byte offset just past the last indexed line in that segment
+
+
+@dataclass(frozen=True)
+class Location:
+    seq: int
+    segment: int
+    offset: int
+    length: int
+
+
+def open_database(path: Path) -> pw.SqliteDatabase:
+    """All pragmas in one place. ``synchronous=normal`` is enough: the log, not the index, is durable."""
+    return pw.SqliteDatabase(
+        str(path),
+        pragmas={
+            "journal_mode": "wal",
+            "synchronous": "normal",
+            "busy_timeout": BUSY_TIMEOUT_MS,
+            "cache_size": -16_000,
+            "foreign_keys": 0,
+        },
+        lock_type="IMMEDIATE",
+        timeout=BUSY_TIMEOUT_MS / 1000,
+    )
+
+
+def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], type[pw.Model], type[pw.Model]]:
+    """Model classes bound to one store's database, so several stores can live in one process."""
+
+    class BaseModel(pw.Model):
+        class Meta:
+            database = db
+            legacy_table_names = False
+
+    class Event(BaseModel):
+        session_id = pw.TextField()
+        seq = pw.IntegerField()
+        run_id = pw.TextField(null=True)
+        type = pw.TextField()
+        event_id = pw.TextField()
+        timestamp = pw.TextField()
+        segment = pw.IntegerField()
+        offset = pw.IntegerField()
+        length = pw.IntegerField()
+
+        class Meta:
+            primary_key = pw.CompositeKey("session_id", "seq")
+            without_rowid = True
+
+    # Run reads are the hot path: the index carries the segment, offset and length so a page
+    # of a run is answered from the index alone, with no lookup into the table per row.
+    Event.add_index(Event.index(Event.session_id, Event.run_id, Event.seq,
+                                Event.segment, Event.offset, Event.length,
+                                name="idx_session_event_run_seq"))
+    Event.add_index(Event.index(Event.session_id, Event.event_id, unique=True, name="idx_session_event_id"))
+
+    class Run(BaseModel):
+        run_id = pw.TextField(primary_key=True)
+        session_id = pw.TextField()
+        first_seq = pw.IntegerField()
+
+        class Meta:
+            without_rowid = True
+
+    class Session(BaseModel):
+        session_id = pw.TextField(primary_key=True)
+        last_seq = pw.IntegerField()
+        segment = pw.IntegerField()
+        end_offset = pw.IntegerField()
+
+        class Meta:
+            without_rowid = True
+
+    return Event, Run, Session
+
+
+class Index:
+    """Queries and the one write transaction of the index. Thread-safe (a connection per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = open_database(path)
+        self.Event, self.Run, self.Session = define_models(self.db)
+        with self.db.connection_context():
+            version = self.db.execute_sql("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise pw.DatabaseError(f"index schema version {version} is not {SCHEMA_VERSION}")
+            self.db.create_tables([self.Event, self.Run, self.Session], safe=True)
+            self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def session_state(self, session_id: str) -> SessionState | None:
+        row = self.db.execute_sql(
+            "SELECT last_seq, segment, end_offset FROM session WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return SessionState(session_id, *row) if row else None
+
+    def session_states(self) -> list[SessionState]:
+        return [SessionState(*row) for row in self.Session.select(
+            self.Session.session_id, self.Session.last_seq, self.Session.segment, self.Session.end_offset
+        ).tuples()]
+
+    def _page_query(self, session_id: str, run_id: str | None, since_seq: int, limit: int) -> pw.Select:
+        Event = self.Event
+        query = Event.select(Event.seq, Event.segment, Event.offset, Event.length).where(
+            (Event.session_id == session_id) & (Event.seq > since_seq))
+        if run_id is not None:
+            query = query.where(Event.run_id == run_id)
+        return query.order_by(Event.seq).limit(limit)
+
+    def page(self, session_id: str, run_id: str | None, *, since_seq: int, limit: int) -> list[Location]:
+        """Up to ``limit`` locations after ``since_seq`` in seq order (a run's only, when run_id is given)."""
+        return [Location(*row) for row in self._page_query(session_id, run_id, since_seq, limit).tuples()]
+
+    def last_within(self, session_id: str, segment: int, end: int) -> Location | None:
+        """The last indexed event of ``segment`` whose line ends at or before byte ``end``."""
+        Event = self.Event
+        row = (Event.select(Event.seq, Event.segment, Event.offset, Event.length)
+               .where((Event.session_id == session_id) & (Event.segment == segment)
+                      & (Event.offset + Event.length <= end))
+               .order_by(Event.seq.desc()).limit(1).tuples().first())
+        return Location(*row) if row else None
+
+    def locations_of(self, session_id: str, event_ids: Sequence[str]) -> dict[str, Location]:
+        Event = self.Event
+        found: dict[str, Location] = {}
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start:start + 500]
+            query = Event.select(Event.event_id, Event.seq, Event.segment, Event.offset, Event.length).where(
+                (Event.session_id == session_id) & Event.event_id.in_(chunk))
+            for event_id, *where in query.tuples():
+                found[event_id] = Location(*where)
+        return found
+
+    def run_owners(self, run_ids: Iterable[str]) -> dict[str, str]:
+        Run = self.Run
+        run_ids = list(run_ids)
+        owners: dict[str, str] = {}
+        for start in range(0, len(run_ids), 500):
+            query = Run.select(Run.run_id, Run.session_id).where(Run.run_id.in_(run_ids[start:start + 500]))
+            owners.update(dict(query.tuples()))
+        return owners
+
+    def run_session(self, run_id: str) -> str | None:
+        return self.run_owners([run_id]).get(run_id)
+
+    # -- the write ---------------------------------------------------------------------------
+
+    def commit_append(self, state: SessionState, rows: Sequence[tuple], runs: Sequence[tuple[str, int]]) -> None:
+        """Index one append in one transaction: event rows, new runs, and the session checkpoint.
+
+        ``rows`` are (session_id, seq, run_id, type, event_id, timestamp, segment, offset, length).
+        Raises RunSessionConflict, leaving the index unchanged, when another session claimed one
+        of ``runs`` first (the check before the write cannot see a claim made concurrently).
+        """
+        with self.db.atomic():
+            conn = self.db.connection()
+            for run_id, first_seq in runs:
+                conn.execute("INSERT OR IGNORE INTO run (run_id, session_id, first_seq) VALUES (?, ?, ?)",
+                             (run_id, state.session_id, first_seq))
+                owner = conn.execute("SELECT session_id FROM run WHERE run_id = ?", (run_id,)).fetchone()[0]
+                if owner != state.session_id:
+                    raise RunSessionConflict(
+                        f"run {run_id!r} belongs to session {owner!r}",
+                        {"run_id": run_id, "session_id": owner})
+            # The hot path: one executemany through the same handle, not a Peewee object per row.
+            conn.executemany(
+                'INSERT INTO event (session_id, seq, run_id, type, event_id, timestamp, segment, "offset", length)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.execute(
+                "INSERT INTO session (session_id, last_seq, segment, end_offset) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET last_seq = excluded.last_seq,"
+                " segment = excluded.segment, end_offset = excluded.end_offset",
+                (state.session_id, state.last_seq, state.segment, state.end_offset))
+
+    def forget_after(self, session_id: str, seq: int, state: SessionState | None) -> int:
+        """Drop rows past ``seq`` (the log lost them) and reset the checkpoint; returns rows dropped."""
+        with self.db.atomic():
+            dropped = self.Event.delete().where(
+                (self.Event.session_id == session_id) & (self.Event.seq > seq)).execute()
+            self.Run.delete().where((self.Run.session_id == session_id) & (self.Run.first_seq > seq)).execute()
+            if state is None:
+                self.Session.delete().where(self.Session.session_id == session_id).execute()
+            else:
+                self.Session.replace(session_id=session_id, last_seq=state.last_seq,
+                                     segment=state.segment, end_offset=state.end_offset).execute()
+        return dropped
+
+    def query_plan(self, session_id: str, run_id: str | None, *, since_seq: int = 0, limit: int = 100) -> str:
+        """SQLite's plan for a page query, for tests and the curious."""
+        sql, params = self._page_query(session_id, run_id, since_seq, limit).sql()
+        return " | ".join(row[3] for row in self.db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))

@@ -1,0 +1,162 @@
+"""Bring a session's index up to its log: the only code that repairs anything.
+
+Runs under the session lock, at open for every session whose log is ahead of (or behind)
+the index's checkpoint, and before any append that finds the segment not the length the
+index expects. It reads only past the checkpoint, so its cost does not grow with the log.
+
+- complete lines past the checkpoint are indexed (their append reached the disk whole);
+- an incomplete last line (a torn write) is cut off and kept in ``<segment>.torn-<offset>``;
+- index rows that point past the end of the log (only possible when fsync was off, or the
+  files were edited) are dropped: the log is the truth;
+- a complete line that cannot be indexed (not an envelope of this session with the next seq,
+  or a repeated event_id) stops the repair: nothing is deleted, the session refuses appends
+  until an operator looks (``eventsvc audit``), and reads serve what is indexed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import StorageError
+from ..schemas import ENVELOPE_KEYS, is_valid_id
+from . import segments
+from .index import Index, SessionState
+
+log = logging.getLogger(__name__)
+_FLUSH_ROWS = 20_000
+_KEYS = frozenset(ENVELOPE_KEYS)
+
+
+class Unindexable(StorageError):
+    """A complete line past the checkpoint that the index cannot take; the session needs an operator."""
+
+
+@dataclass
+class _Pending:
+    """Rows read from the log, not yet in the index; checked against the index in bulk at flush."""
+
+    session_dir: Path
+    state: SessionState | None
+    rows: list[tuple] = field(default_factory=list)
+    event_ids: set[str] = field(default_factory=set)
+
+
+def is_consistent(state: SessionState | None, session_dir: Path) -> bool:
+    """Whether the log ends exactly where the checkpoint says (two stats, no reads)."""
+    if state is None:
+        return not segments.list_bases(session_dir)
+    if segments.file_size(session_dir / segments.segment_name(state.segment)) != state.end_offset:
+        return False
+    following = state.last_seq + 1
+    return following == state.segment or not (session_dir / segments.segment_name(following)).exists()
+
+
+def catch_up(index: Index, session_dir: Path, session_id: str) -> SessionState | None:
+    """Index what the log holds past the checkpoint; returns the new checkpoint. Caller holds the lock."""
+    state = index.session_state(session_id)
+    if state is not None:
+        size = segments.file_size(session_dir / segments.segment_name(state.segment))
+        if size < state.end_offset:
+            state = _forget_lost(index, session_id, state, size)
+    bases = segments.list_bases(session_dir)
+    if state is None:
+        if not bases:
+            return None
+        base, offset, next_seq = bases[0], 0, 1
+    else:
+        base, offset, next_seq = state.segment, state.end_offset, state.last_seq + 1
+    pending = _Pending(session_dir, state)
+    try:
+        for segment in (b for b in bases if b >= base):
+            path = session_dir / segments.segment_name(segment)
+            if segment != base:
+                if segments.file_size(path) == 0:
+                    os.unlink(path)  # a roll that crashed before its first write: it holds nothing
+                    continue
+                if segment != next_seq:
+                    raise Unindexable(f"{path}: segment name says seq {segment}, the log is at seq {next_seq}")
+                offset = 0
+            for line_offset, line, complete in segments.scan(path, offset):
+                if not complete:
+                    aside = segments.cut_tail(path, line_offset)
+                    log.warning("cut a torn last line off %s at byte %d; kept in %s", path, line_offset, aside)
+                    break
+                _take(pending, session_id, path, segment, line_offset, line, next_seq)
+                next_seq += 1
+                if len(pending.rows) >= _FLUSH_ROWS:
+                    _flush(index, pending)
+    finally:
+        _flush(index, pending)
+    return pending.state
+
+
+def _take(pending: _Pending, session_id: str, path: Path, segment: int,
+          offset: int, line: bytes, seq: int) -> None:
+    where = f"{path}:{offset}"
+    try:
+        event = json.loads(line)
+    except ValueError:
+        raise Unindexable(f"{where}: not valid JSON") from None
+    if not isinstance(event, dict) or set(event) != _KEYS:
+        raise Unindexable(f"{where}: not an envelope with exactly the keys {', '.join(ENVELOPE_KEYS)}")
+    if event["session_id"] != session_id or event["seq"] != seq or not is_valid_id(event["event_id"]):
+        raise Unindexable(f"{where}: expected session {session_id!r} seq {seq}, found "
+                          f"session {event['session_id']!r} seq {event['seq']!r}")
+    run_id, event_id = event["run_id"], event["event_id"]
+    if run_id is not None and not is_valid_id(run_id):
+        raise Unindexable(f"{where}: invalid run_id")
+    if event_id in pending.event_ids:
+        raise Unindexable(f"{where}: event_id {event_id!r} is already stored in this session")
+    pending.event_ids.add(event_id)
+    pending.rows.append((session_id, seq, run_id, str(event["type"]), event_id, str(event["timestamp"]),
+                         segment, offset, len(line) + 1))
+
+
+def _flush(index: Index, pending: _Pending) -> None:
+    """Index the pending rows in one transaction, up to the first that clashes with the index."""
+    rows = pending.rows
+    if not rows:
+        return
+    session_id = rows[0][0]
+    clash: str | None = None
+    stored = index.locations_of(session_id, [row[4] for row in rows])
+    owners = index.run_owners({row[2] for row in rows if row[2] is not None})
+    runs: dict[str, int] = {}
+    for position, row in enumerate(rows):
+        seq, run_id, event_id = row[1], row[2], row[4]
+        if event_id in stored:
+            clash = f"event_id {event_id!r} is already stored in this session"
+        elif run_id is not None and owners.get(run_id, session_id) != session_id:
+            clash = f"run {run_id!r} belongs to session {owners[run_id]!r}"
+        if clash:
+            rows = rows[:position]
+            clash = f"{pending.session_dir / segments.segment_name(row[6])}:{row[7]}: {clash}"
+            break
+        if run_id is not None and run_id not in owners:
+            runs.setdefault(run_id, seq)
+    pending.rows, pending.event_ids = [], set()
+    if rows:
+        last = rows[-1]
+        pending.state = SessionState(session_id, last[1], last[6], last[7] + last[8])
+        index.commit_append(pending.state, rows, list(runs.items()))
+        log.info("indexed %d events of session %s found in the log past the index", len(rows), session_id)
+    if clash:
+        raise Unindexable(clash)
+
+
+def _forget_lost(index: Index, session_id: str, state: SessionState, size: int) -> SessionState | None:
+    last = index.last_within(session_id, state.segment, size)
+    if last is not None:
+        kept = SessionState(session_id, last.seq, state.segment, last.offset + last.length)
+    elif state.segment > 1:
+        kept = SessionState(session_id, state.segment - 1, state.segment, 0)
+    else:
+        kept = None
+    dropped = index.forget_after(session_id, kept.last_seq if kept else 0, kept)
+    log.error("session %s: the log is shorter than the index (%d < %d bytes in segment %d); "
+              "dropped %d index rows past the log's end", session_id, size, state.end_offset,
+              state.segment, dropped)
+    return kept

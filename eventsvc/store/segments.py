@@ -1,0 +1,193 @@
+"""JSON-lines segment files: the log itself, and the only durable truth (stdlib only).
+
+A session's events live in ``segments/<session_id>/<base seq, 20 digits>.jsonl``; each line
+is one compact envelope ending in ``\\n``. Segments are only ever appended to, except that
+recovery cuts an incomplete last line (a torn write) and keeps it beside the segment.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+SEGMENTS_DIR = "segments"
+SEGMENT_SUFFIX = ".jsonl"
+TORN_SUFFIX = ".torn-"
+_SCAN_CHUNK = 1 << 20
+
+
+def segment_name(base: int) -> str:
+    return f"{base:020d}{SEGMENT_SUFFIX}"
+
+
+def parse_base(name: str) -> int | None:
+    """The base seq of a segment file name, or None for any other file."""
+    stem = name[: -len(SEGMENT_SUFFIX)] if name.endswith(SEGMENT_SUFFIX) else ""
+    return int(stem) if len(stem) == 20 and stem.isdigit() else None
+
+
+def list_bases(session_dir: Path) -> list[int]:
+    try:
+        names = os.listdir(session_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(base for base in map(parse_base, names) if base is not None)
+
+
+def file_size(path: Path) -> int:
+    """Size in bytes; a missing file counts as empty."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a created or renamed entry durable: fsync of the file alone does not cover its name."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SegmentIO:
+    """The system calls that write the log. Tests subclass it to inject ENOSPC, EIO or fsync failures."""
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        return os.pwrite(fd, data, offset)
+
+    def fsync(self, fd: int) -> None:
+        os.fdatasync(fd)
+
+
+class TailMoved(Exception):
+    """The segment is not the length the index expects: another process wrote to or cut it."""
+
+
+def append_at(path: Path, offset: int, data: bytes, *, fsync: bool, io: SegmentIO) -> None:
+    """Write ``data`` at ``offset``, the segment's current end, and make it durable if asked.
+
+    Raises TailMoved (nothing written) if the file's length is not ``offset``. On any OSError
+    the segment is cut back to ``offset`` before the error propagates, so a failed append never
+    leaves a partial line behind. A failed fsync is not retried: after one, the kernel may have
+    dropped the dirty pages, so the write is treated as lost and cut back.
+    """
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        if os.fstat(fd).st_size != offset:
+            raise TailMoved(f"{path} is not {offset} bytes long")
+        try:
+            view = memoryview(data)
+            written = 0
+            while written < len(data):
+                count = io.pwrite(fd, view[written:], offset + written)
+                if count <= 0:
+                    raise OSError(errno.EIO, "short write")
+                written += count
+            if fsync:
+                io.fsync(fd)
+        except OSError:
+            _cut_back(fd, offset)
+            raise
+    finally:
+        os.close(fd)
+    if created and fsync:
+        fsync_dir(path.parent)
+
+
+def _cut_back(fd: int, offset: int) -> None:
+    try:
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
+    except OSError:
+        pass  # The next append re-checks the length from disk and recovers the tail then.
+
+
+def truncate(path: Path, offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_exact(fd: int, offset: int, length: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    while len(data) < length:
+        more = os.pread(fd, length - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def read_lines(path: Path, spans: list[tuple[int, int]]) -> list[bytes]:
+    """The lines at ``(offset, length)`` spans of one segment, in order, without their newlines.
+
+    Neighbouring spans are read with one pread; a span that does not end in a newline means
+    the file changed under the index, and raises OSError(EIO).
+    """
+    lines: list[bytes] = []
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        first = spans[0][0]
+        last = spans[-1][0] + spans[-1][1]
+        wanted = sum(length for _, length in spans)
+        if last - first <= max(wanted * 4, 256 * 1024):
+            block = read_exact(fd, first, last - first)
+            pieces = [block[offset - first: offset - first + length] for offset, length in spans]
+        else:
+            pieces = [read_exact(fd, offset, length) for offset, length in spans]
+    finally:
+        os.close(fd)
+    for (offset, length), piece in zip(spans, pieces):
+        if len(piece) != length or not piece.endswith(b"\n"):
+            raise OSError(errno.EIO, f"{path} at byte {offset}: the indexed line is not in the log")
+        lines.append(piece[:-1])
+    return lines
+
+
+def scan(path: Path, start: int = 0) -> Iterator[tuple[int, bytes, bool]]:
+    """Stream ``(offset, line, complete)`` from ``start``; only a last line can be incomplete."""
+    with open(path, "rb", buffering=0) as file:
+        file.seek(start)
+        offset = start
+        pending = b""
+        while True:
+            chunk = file.read(_SCAN_CHUNK)
+            if not chunk:
+                break
+            pending += chunk
+            cursor = 0
+            while True:
+                newline = pending.find(b"\n", cursor)
+                if newline < 0:
+                    break
+                yield offset, pending[cursor:newline], True
+                offset += newline + 1 - cursor
+                cursor = newline + 1
+            pending = pending[cursor:]
+        if pending:
+            yield offset, pending, False
+
+
+def cut_tail(path: Path, offset: int) -> Path:
+    """Move the bytes from ``offset`` to the end into ``<segment>.torn-<offset>``; returns that file.
+
+    The copy is made durable before the segment is cut, so the bytes are never in neither place.
+    """
+    aside = path.with_name(f"{path.name}{TORN_SUFFIX}{offset}")
+    with open(path, "rb") as source:
+        source.seek(offset)
+        tail = source.read()
+    with open(aside, "wb") as target:
+        target.write(tail)
+        target.flush()
+        os.fsync(target.fileno())
+    truncate(path, offset)
+    fsync_dir(path.parent)
+    return aside

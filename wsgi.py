@@ -1,0 +1,3 @@
+from eventsvc import create_app
+
+app = create_app()

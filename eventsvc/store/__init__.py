@@ -172,7 +172,8 @@ class EventStore:
         self._check_expected_seqs(drafts, resent, last_seq)
         new_runs = self._check_runs(session_id, fresh, last_seq)
         lines = [draft.line(last_seq + n) for n, draft in enumerate(fresh, 1)]
-        sizes = {n: len(line) - 1 for n, line in enumerate(lines) if len(line) - 1 > self.max_event_bytes}
+        sizes = {draft.position: len(line) - 1 for draft, line in zip(fresh, lines)
+                 if len(line) - 1 > self.max_event_bytes}
         if sizes:
             raise EventTooLarge(f"an event is larger than the limit of {self.max_event_bytes} bytes",
                                 {"limit": self.max_event_bytes, "sizes": sizes})

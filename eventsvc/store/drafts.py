@@ -20,6 +20,7 @@ from ..schemas import ID_RULE, EventInputSchema, format_timestamp, is_valid_id
 
 @dataclass
 class Draft:
+    position: int  # index in the caller's batch, for error details
     envelope: dict[str, Any]  # all 8 keys; seq is None until assigned
     expected_seq: int | None
     head: bytes  # '{"type":…,"run_id":…,"seq":'
@@ -80,7 +81,7 @@ def prepare(session_id: str, events: Sequence[Any], *, schema: EventInputSchema,
             continue
         first_use[envelope["event_id"]] = position
         try:
-            drafts.append(_serialise(envelope, item["seq"]))
+            drafts.append(_serialise(position, envelope, item["seq"]))
         except UnicodeEncodeError:
             errors[position] = {field: ["contains a lone surrogate: text must be valid Unicode"]
                                 for field in ("source", "payload") if not _encodable(envelope[field])}
@@ -89,12 +90,12 @@ def prepare(session_id: str, events: Sequence[Any], *, schema: EventInputSchema,
     return drafts
 
 
-def _serialise(envelope: dict[str, Any], expected_seq: int | None) -> Draft:
+def _serialise(position: int, envelope: dict[str, Any], expected_seq: int | None) -> Draft:
     front = {key: envelope[key] for key in ("type", "timestamp", "session_id", "run_id")}
     back = {key: envelope[key] for key in ("source", "event_id", "payload")}
     head = (dumps_compact(front)[:-1] + ',"seq":').encode("utf-8")
     tail = ("," + dumps_compact(back)[1:] + "\n").encode("utf-8")
-    return Draft(envelope, expected_seq, head, tail)
+    return Draft(position, envelope, expected_seq, head, tail)
 
 
 def _encodable(value: Any) -> bool:

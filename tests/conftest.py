@@ -1,0 +1,103 @@
+"""Fixtures, chained: data dir -> store -> app -> client; plus a real gunicorn on loopback."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from eventsvc import EventStore, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[EventStore]:
+    event_store = EventStore(data_dir)
+    yield event_store
+    event_store.close()
+
+
+@pytest.fixture
+def app(data_dir: Path):
+    return create_app({"DATA_DIR": str(data_dir)})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A gunicorn serving wsgi:app on 127.0.0.1, started and stopped by PID."""
+
+    process: subprocess.Popen
+    url: str
+    data_dir: Path
+    log_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(data_dir: Path, log_path: Path, *, workers: int = 2, env: dict[str, str] | None = None,
+                 timeout: float = 30.0) -> Server:
+    """Start gunicorn with the make-run configuration on a free loopback port and wait until it answers."""
+    port = free_port()
+    environ = {**os.environ, "EVENTSVC_DATA_DIR": str(data_dir), "EVENTSVC_BIND": f"127.0.0.1:{port}",
+               "EVENTSVC_WORKERS": str(workers), **(env or {})}
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    log_file = open(log_path, "ab")
+    process = subprocess.Popen([str(gunicorn), "--config", "python:eventsvc.gunicorn_conf", "wsgi:app"],
+                               cwd=ROOT, env=environ, stdout=log_file, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    log_file.close()
+    server = Server(process, f"http://127.0.0.1:{port}", data_dir, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.log()}")
+        try:
+            if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{server.log()}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = start_server(tmp_path / "data", tmp_path / "gunicorn.log")
+    yield running
+    running.stop()

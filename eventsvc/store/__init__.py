@@ -23,7 +23,7 @@ from ..errors import (EventIdConflict, EventTooLarge, RunNotFound, RunSessionCon
                       SessionNotFound, StorageError, StorageFull, ValidationFailed)
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, EventTypeSet
-from . import segments
+from . import seals, segments
 from .drafts import Draft, details_for_single, prepare
 from .index import INDEX_FILE, Index, Location, SessionState
 from .locks import LOCKS_DIR, Locks
@@ -43,6 +43,14 @@ class Page:
     lines: list[bytes]
     seqs: list[int]
     has_more: bool
+
+
+@dataclass(frozen=True)
+class ReindexReport:
+    events: int
+    sessions: int
+    seconds: float
+    damaged: dict[str, str]  # session -> why its log could not be indexed past some line
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,48 @@ class EventStore:
     def close(self) -> None:
         self._index.close()
 
+    def session_ids(self) -> list[str]:
+        """Every session with a folder in the log, sorted."""
+        return sorted(entry.name for entry in os.scandir(self.segments_dir)
+                      if entry.is_dir() and is_valid_id(entry.name))
+
+    # -- operations --------------------------------------------------------------------------
+
+    def reindex(self, *, wait_seconds: float = 10.0) -> ReindexReport:
+        """Rebuild the index from the segments into a new file, then swap its rows in atomically.
+
+        The swap is one SQLite transaction on the live index, so a crash at any point leaves the
+        old index whole, and readers in other processes see the old or the new, never a mix.
+        Appends wait while it runs; raises StoreBusy if the store lock is not free in time.
+        """
+        started = time.monotonic()
+        with self._locks.store(exclusive=True, wait=False, patience=wait_seconds):
+            fresh_path = self.data_dir / (INDEX_FILE + ".new")
+            _remove_database(fresh_path)
+            fresh = Index(fresh_path)
+            damaged: dict[str, str] = {}
+            try:
+                for session_id in self.session_ids():
+                    try:
+                        catch_up(fresh, self.segments_dir / session_id, session_id)
+                    except Unindexable as exc:
+                        damaged[session_id] = exc.message
+                events, sessions = fresh.counts()
+            finally:
+                fresh.close()
+            self._index.replace_from(fresh_path)
+            _remove_database(fresh_path)
+            self.damaged = damaged
+        return ReindexReport(events, sessions, time.monotonic() - started, damaged)
+
+    def seal_active(self, session_id: str) -> dict[str, Any] | None:
+        """Seal what the session's active segment holds so far (for shipping a folder); None if empty."""
+        with self._locks.store(exclusive=False), self._locks.session(session_id):
+            state = self._caught_up(session_id)
+            if state is None or state.end_offset == 0:
+                return None
+            return seals.write_seal(self.segments_dir / session_id, state.segment, state.end_offset)
+
     # -- appends -----------------------------------------------------------------------------
 
     def append(self, session_id: str, event: dict[str, Any], *, default_source: str = "api") -> dict[str, Any]:
@@ -155,7 +205,7 @@ class EventStore:
         if not events:
             return AppendResult([], 0)
         drafts = prepare(session_id, events, schema=self._schema, default_source=default_source)
-        with self._locks.session(session_id):
+        with self._locks.store(exclusive=False), self._locks.session(session_id):
             state = self._caught_up(session_id)
             if session_id in self.damaged:
                 raise StorageError(f"session {session_id!r} needs repair", {"reason": self.damaged[session_id]})
@@ -259,6 +309,11 @@ class EventStore:
                     segments.fsync_dir(self.segments_dir)
             return next_seq, 0
         if state.end_offset >= self.segment_bytes:
+            session_dir = self.segments_dir / session_id
+            try:
+                seals.write_seal(session_dir, state.segment, state.end_offset)
+            except OSError as exc:
+                raise self._storage_error(session_dir, exc) from None
             return next_seq, 0
         return state.segment, state.end_offset
 
@@ -270,10 +325,14 @@ class EventStore:
         except OSError as exc:
             if offset == 0:
                 self._drop_empty(path)
-            log.error("append to %s failed: %s", path, exc)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull("no space left on the device holding the log") from None
-            raise StorageError(f"the log could not be written ({os.strerror(exc.errno or errno.EIO)})") from None
+            raise self._storage_error(path, exc) from None
+
+    @staticmethod
+    def _storage_error(path: Path, exc: OSError) -> StorageError:
+        log.error("write to %s failed: %s", path, exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageFull("no space left on the device holding the log")
+        return StorageError(f"the log could not be written ({os.strerror(exc.errno or errno.EIO)})")
 
     def _undo_write(self, path: Path, offset: int) -> None:
         try:
@@ -351,6 +410,11 @@ class EventStore:
         return lines
 
 
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
 def _by_segment(locations: list[Location]) -> Iterator[tuple[int, list[tuple[int, int]]]]:
     group: list[tuple[int, int]] = []
     current = None
@@ -364,4 +428,4 @@ def _by_segment(locations: list[Location]) -> Iterator[tuple[int, list[tuple[int
         yield current, group
 
 
-__all__ = ["AppendResult", "EventStore", "Page"]
+__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport"]

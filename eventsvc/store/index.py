@@ -221,6 +221,23 @@ class Index:
                                      segment=state.segment, end_offset=state.end_offset).execute()
         return dropped
 
+    def counts(self) -> tuple[int, int]:
+        """(events, sessions) in the index."""
+        events = self.db.execute_sql("SELECT count(*) FROM event").fetchone()[0]
+        sessions = self.db.execute_sql("SELECT count(*) FROM session").fetchone()[0]
+        return events, sessions
+
+    def replace_from(self, other: Path) -> None:
+        """Replace every row with those of the index file ``other``, in one transaction."""
+        self.db.execute_sql("ATTACH DATABASE ? AS fresh", (str(other),))
+        try:
+            with self.db.atomic():
+                for table in ("event", "run", "session"):
+                    self.db.execute_sql(f"DELETE FROM main.{table}")
+                    self.db.execute_sql(f"INSERT INTO main.{table} SELECT * FROM fresh.{table}")
+        finally:
+            self.db.execute_sql("DETACH DATABASE fresh")
+
     def query_plan(self, session_id: str, run_id: str | None, *, since_seq: int = 0, limit: int = 100) -> str:
         """SQLite's plan for a page query, for tests and the curious."""
         sql, params = self._page_query(session_id, run_id, since_seq, limit).sql()

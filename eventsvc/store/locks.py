@@ -9,7 +9,8 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..errors import StoreBusy
@@ -22,27 +23,38 @@ class Locks:
         lock_dir.mkdir(parents=True, exist_ok=True)
         self.lock_dir = lock_dir
 
-    def session(self, session_id: str) -> contextmanager:
+    def session(self, session_id: str) -> AbstractContextManager[None]:
         """Exclusive right to append to (or repair) one session."""
         return _flock(self.lock_dir / f"{session_id}.lock", fcntl.LOCK_EX)
 
-    def store(self, *, exclusive: bool, wait: bool = True) -> contextmanager:
+    def store(self, *, exclusive: bool, wait: bool = True,
+              patience: float = 0.0) -> AbstractContextManager[None]:
         """The whole store: exclusive to create or rebuild the index, shared for appends.
 
-        With ``wait=False`` raises StoreBusy at once instead of waiting.
+        With ``wait=False`` it tries for ``patience`` seconds, then raises StoreBusy.
         """
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        return _flock(self.lock_dir / "store.lock", mode if wait else mode | fcntl.LOCK_NB)
+        return _flock(self.lock_dir / "store.lock", mode, None if wait else patience)
 
 
 @contextmanager
-def _flock(path: Path, mode: int) -> Iterator[None]:
+def _flock(path: Path, mode: int, patience: float | None = None) -> Iterator[None]:
+    """Hold ``flock(mode)`` on ``path``; ``patience`` None waits for ever, else at most that long."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        try:
+        if patience is None:
             fcntl.flock(fd, mode)
-        except BlockingIOError:
-            raise StoreBusy(f"another process holds {path.name}; try again when it has finished") from None
+        else:
+            deadline = time.monotonic() + patience
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreBusy("another process is using the store (appends or a reindex are in "
+                                        f"progress; {path.name} is locked); try again later") from None
+                    time.sleep(0.05)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

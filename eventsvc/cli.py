@@ -1,0 +1,132 @@
+"""The ``eventsvc`` command: operate on a data folder without the HTTP service.
+
+Exit codes: 0 clean, 1 findings, 2 usage or I/O error (one line on stderr, no traceback).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import EventSvcError
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def data_dir_option(command: Callable) -> Callable:
+    return click.option(
+        "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+        default=lambda: os.environ.get("EVENTSVC_DATA_DIR", "./data"), show_default="$EVENTSVC_DATA_DIR or ./data",
+        help="The data folder (segments/, index.sqlite3).")(command)
+
+
+def format_option(command: Callable) -> Callable:
+    return click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+                        show_default=True, help="Human-readable text or one JSON document.")(command)
+
+
+def one_line_errors(command: Callable) -> Callable:
+    """Turn expected failures into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EventSvcError as exc:
+            fail(exc.message)
+        except OSError as exc:
+            fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
+
+    return wrapper
+
+
+def fail(message: str) -> None:
+    click.echo(f"eventsvc: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def echo_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def open_store(data_dir: Path):
+    from .store import EventStore
+
+    if not (data_dir / "segments").is_dir():
+        fail(f"{data_dir} is not an eventsvc data folder (no segments/ inside)")
+    return EventStore(data_dir)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Operate on an eventsvc data folder: audit, reindex, export, stats, seal, serve."""
+
+
+@main.command()
+@data_dir_option
+@click.option("--wait", "wait_seconds", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for in-flight appends before giving up.")
+@one_line_errors
+def reindex(data_dir: Path, wait_seconds: float) -> None:
+    """Rebuild the SQLite index from the segments.
+
+    Builds a new index file beside the old one and swaps its rows in with one transaction, so a
+    crash halfway leaves the old index usable. Safe while the server runs: it takes the store
+    lock (appends wait meanwhile), or gives up with exit code 2 after --wait seconds.
+    """
+    store = open_store(data_dir)
+    try:
+        report = store.reindex(wait_seconds=wait_seconds)
+    finally:
+        store.close()
+    click.echo(f"indexed {report.events} events in {report.sessions} sessions in {report.seconds:.2f}s")
+    for session_id, reason in sorted(report.damaged.items()):
+        click.echo(f"session {session_id}: indexed up to a line that cannot be indexed: {reason}", err=True)
+    sys.exit(EXIT_FINDINGS if report.damaged else EXIT_CLEAN)
+
+
+@main.command()
+@data_dir_option
+@click.option("--session", "session_ids", multiple=True, metavar="S", help="Seal only this session (repeatable).")
+@one_line_errors
+def seal(data_dir: Path, session_ids: tuple[str, ...]) -> None:
+    """Seal what each session's active segment holds so far (before shipping a folder).
+
+    A later `eventsvc audit` checks that the sealed prefix is unchanged.
+    """
+    store = open_store(data_dir)
+    try:
+        for session_id in session_ids or store.session_ids():
+            sealed = store.seal_active(session_id)
+            if sealed is None:
+                click.echo(f"{session_id}: nothing to seal")
+            else:
+                click.echo(f"{session_id}: sealed {sealed['segment']} ({sealed['events']} events, "
+                           f"seq {sealed['first_seq']}-{sealed['last_seq']}, {sealed['bytes']} bytes)")
+    finally:
+        store.close()
+
+
+# -- audit (section owned by the audit work) -----------------------------------------------------
+
+
+# -- export and stats (section owned by the export/stats work) -------------------------------------
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+def serve(gunicorn_args: tuple[str, ...]) -> None:
+    """Serve the HTTP API with gunicorn (the `make run` configuration); extra arguments go to gunicorn."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    os.execv(str(gunicorn), [str(gunicorn), "--config", "python:eventsvc.gunicorn_conf",
+                             *gunicorn_args, "eventsvc:create_app()"])
+
+
+if __name__ == "__main__":
+    main()

@@ -79,27 +79,33 @@ class EventStore:
         self._schema = EventInputSchema(event_types=event_types)
         self._locks = Locks(self.data_dir / LOCKS_DIR)
         self.damaged: dict[str, str] = {}
-        with self._locks.store(exclusive=True):
-            self._index = self._open_index()
+        self._index = self._open_index()
         self.recover()
 
     # -- opening and recovery ----------------------------------------------------------------
 
     def _open_index(self) -> Index:
-        """Open the index; a corrupt or foreign one is moved aside and rebuilt from the log."""
+        """Open the index; a corrupt or foreign one is moved aside and rebuilt from the log.
+
+        Opening (and creating) is safe to race: SQLite serialises the schema statements. Only
+        the move aside needs the store to itself.
+        """
         path = self.data_dir / INDEX_FILE
         try:
-            index = Index(path)
-            index.db.execute_sql("SELECT count(*) FROM session LIMIT 1").fetchone()
-            return index
-        except pw.DatabaseError as exc:
-            stamp = time.strftime("%Y%m%dT%H%M%S")
-            log.error("index %s is unusable (%s); moving it aside and rebuilding from the log", path, exc)
-            for suffix in ("", "-wal", "-shm"):
-                old = path.with_name(path.name + suffix)
-                if old.exists():
-                    old.rename(old.with_name(f"{old.name}.corrupt-{stamp}"))
-            return Index(path)
+            return _checked_index(path)
+        except pw.DatabaseError:
+            pass
+        with self._locks.store(exclusive=True):
+            try:
+                return _checked_index(path)  # another process may have repaired it meanwhile
+            except pw.DatabaseError as exc:
+                stamp = time.strftime("%Y%m%dT%H%M%S")
+                log.error("index %s is unusable (%s); moving it aside and rebuilding from the log", path, exc)
+                for suffix in ("", "-wal", "-shm"):
+                    old = path.with_name(path.name + suffix)
+                    if old.exists():
+                        old.rename(old.with_name(f"{old.name}.corrupt-{stamp}"))
+                return Index(path)
 
     def recover(self) -> None:
         """Catch every session's index up with its log (cheap: two stats per clean session)."""
@@ -408,6 +414,16 @@ class EventStore:
                 log.error("read of %s failed: %s", path, exc)
                 raise StorageError(f"the log of session {session_id!r} could not be read") from None
         return lines
+
+
+def _checked_index(path: Path) -> Index:
+    index = Index(path)
+    try:
+        index.db.execute_sql("SELECT count(*) FROM session LIMIT 1").fetchone()
+    except pw.DatabaseError:
+        index.close()
+        raise
+    return index
 
 
 def _remove_database(path: Path) -> None:

@@ -26,6 +26,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _flag(value: str) -> bool:
+    flag = value.strip().lower()
+    if flag not in ("1", "0", "true", "false", "yes", "no", ""):
+        raise ValueError("must be 1 or 0")
+    return flag in ("1", "true", "yes")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -46,6 +53,10 @@ SETTINGS = (
     Setting("MAX_EVENT_BYTES", MIB, _positive_int, "largest serialised event accepted (413 above)"),
     Setting("MAX_REQUEST_BYTES", 32 * MIB, _positive_int, "largest request body accepted (413 above)"),
     Setting("EXTRA_EVENT_TYPES", "", str, "comma-separated event types added to the 22 built-in ones"),
+    Setting("API_TOKENS", "", str, "comma-separated bearer tokens that may read and write"),
+    Setting("READ_TOKENS", "", str, "comma-separated bearer tokens that may only read"),
+    Setting("TOKENS_FILE", "", str, "file of 'TOKEN rw|ro' lines ('sha256:<hex>' digests allowed, '#' comments)"),
+    Setting("ALLOW_ANONYMOUS", False, _flag, "1: serve an open API on a non-loopback address anyway"),
     Setting("BIND", "127.0.0.1:8000", str, "gunicorn's listening address (make run)"),
     Setting("WORKERS", 2, _positive_int, "gunicorn worker processes (make run)"),
     Setting("THREADS", 4, _positive_int, "threads per gunicorn worker (make run)"),
@@ -67,3 +78,21 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
             raise ValueError(f"{setting.env}={raw!r}: {exc}") from None
     config.update(overrides or {})
     return config
+
+
+def bind_refusal(config: Mapping[str, Any]) -> str | None:
+    """Why the service must not start: an open API bound beyond loopback (None when it may)."""
+    open_api = not (config["API_TOKENS"] or config["READ_TOKENS"] or config["TOKENS_FILE"])
+    if not open_api or config["ALLOW_ANONYMOUS"]:
+        return None
+    for address in str(config["BIND"]).split(","):
+        address = address.strip()
+        if address.startswith("unix:"):
+            continue
+        host = address.rsplit(":", 1)[0] if ":" in address else address
+        host = host.strip("[]")
+        if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
+            return (f"refusing to serve an open API on {address}: set EVENTSVC_API_TOKENS (or "
+                    "EVENTSVC_READ_TOKENS / EVENTSVC_TOKENS_FILE), bind to 127.0.0.1, or set "
+                    "EVENTSVC_ALLOW_ANONYMOUS=1 if anyone who can reach it may read and write")
+    return None

@@ -1,7 +1,13 @@
 """gunicorn settings for ``make run``, read from the same EVENTSVC_* variables as the app."""
+import sys
+
 from eventsvc import config as _config
 
 _settings = _config.load()
+_refusal = _config.bind_refusal(_settings)
+if _refusal:
+    print(f"eventsvc: {_refusal}", file=sys.stderr)
+    sys.exit(2)
 
 bind = _settings["BIND"]
 workers = _settings["WORKERS"]
@@ -9,6 +15,6 @@ worker_class = "gthread"
 threads = _settings["THREADS"]
 loglevel = _settings["LOG_LEVEL"]
 accesslog = "-"
-# No Authorization header, no body: only what an operator needs to follow traffic.
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# No Authorization header, no body, no query string: only what an operator needs to follow traffic.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 graceful_timeout = 10

@@ -4,15 +4,17 @@ from __future__ import annotations
 from flask import Flask, current_app
 
 from ..store import EventStore
+from ..tokens import TokenTable
 
 
 def store() -> EventStore:
     return current_app.extensions["eventsvc.store"]
 
 
-def register(app: Flask) -> None:
-    from . import errors, meta, runs, sessions
+def register(app: Flask, tokens: TokenTable) -> None:
+    from . import auth, errors, meta, runs, sessions
 
+    auth.init_app(app, tokens)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(runs.bp)
     app.register_blueprint(meta.bp)

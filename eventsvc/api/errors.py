@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_CODE = {
     "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "seq_conflict": 409,
     "event_id_conflict": 409,
@@ -48,7 +50,8 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 
 
 def _domain_error(exc: EventSvcError) -> Response:
-    return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, exc.details)
+    headers = {"WWW-Authenticate": 'Bearer realm="eventsvc"'} if exc.code == "unauthorized" else None
+    return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, exc.details, headers)
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -66,7 +69,13 @@ def _unexpected(exc: Exception) -> Response:
     return error_response(500, "internal_error", "internal error; the server log has the details")
 
 
+def _harden(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 def init_app(app: Flask) -> None:
+    app.after_request(_harden)
     app.register_error_handler(EventSvcError, _domain_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

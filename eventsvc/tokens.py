@@ -1,0 +1,71 @@
+"""Bearer tokens and their scopes: who may read, who may also write.
+
+Tokens are kept only as SHA-256 digests and compared in constant time, so neither a memory
+dump nor response timing gives one away. Nothing here ever logs a token.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+READ, WRITE = "ro", "rw"
+_DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})\Z")
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """Digests of the configured tokens with their scopes; empty means the API is open."""
+
+    entries: tuple[tuple[bytes, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def scope_of(self, token: str) -> str | None:
+        """The token's scope (``rw`` or ``ro``), or None; checks every entry, whatever matches."""
+        presented = digest(token)
+        scope = None
+        for known, known_scope in self.entries:
+            if hmac.compare_digest(presented, known) and scope != WRITE:
+                scope = known_scope
+        return scope
+
+
+def _split(value: str | Iterable[str] | None) -> list[str]:
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [item.strip() for item in items if item.strip()]
+
+
+def parse_tokens_file(path: Path) -> list[tuple[bytes, str]]:
+    """``token scope`` per line (scope ``rw`` or ``ro``), ``#`` comments, ``sha256:<hex>`` digests allowed."""
+    entries = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[1] not in (READ, WRITE):
+            raise ValueError(f"{path}:{number}: expected 'TOKEN rw' or 'TOKEN ro'")
+        token, scope = parts
+        match = _DIGEST.match(token)
+        entries.append((bytes.fromhex(match.group(1)) if match else digest(token), scope))
+    return entries
+
+
+def load_tokens(api_tokens: str | Iterable[str] | None = None, read_tokens: str | Iterable[str] | None = None,
+                tokens_file: str | Path | None = None) -> TokenTable:
+    entries = [(digest(token), WRITE) for token in _split(api_tokens)]
+    entries += [(digest(token), READ) for token in _split(read_tokens)]
+    if tokens_file:
+        entries += parse_tokens_file(Path(tokens_file))
+    return TokenTable(tuple(entries))

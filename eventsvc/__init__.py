@@ -35,9 +35,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["FSYNC"] == "never":
         log.warning("EVENTSVC_FSYNC=never: acknowledged events can be lost if the machine crashes")
     tokens = load_tokens(app.config["API_TOKENS"], app.config["READ_TOKENS"], app.config["TOKENS_FILE"])
-    if not tokens:
-        log.warning("no EVENTSVC_API_TOKENS, EVENTSVC_READ_TOKENS or EVENTSVC_TOKENS_FILE: "
-                    "the API is open to anyone who can reach it")
 
     from .api import register
 

@@ -18,3 +18,10 @@ accesslog = "-"
 # No Authorization header, no body, no query string: only what an operator needs to follow traffic.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 graceful_timeout = 10
+
+
+def when_ready(server):
+    """Once, in the master: say plainly when the API is open to anyone who can reach it."""
+    if not (_settings["API_TOKENS"] or _settings["READ_TOKENS"] or _settings["TOKENS_FILE"]):
+        server.log.warning("no EVENTSVC_API_TOKENS, EVENTSVC_READ_TOKENS or EVENTSVC_TOKENS_FILE: "
+                           "the API on %s is open to anyone who can reach it", bind)

@@ -4,11 +4,12 @@ Exit codes: 0 clean, 1 findings, 2 usage or I/O error (one line on stderr, no tr
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,89 @@ def seal(data_dir: Path, session_ids: tuple[str, ...]) -> None:
 
 
 # -- export and stats (section owned by the export/stats work) -------------------------------------
+
+
+@contextlib.contextmanager
+def _segment_progress(count: Callable[[], int], label: str) -> Iterator[Callable[[Path], None]]:
+    """A per-segment progress bar on stderr when it is a terminal; otherwise a callback that does nothing."""
+    if not sys.stderr.isatty():
+        yield lambda path: None
+        return
+    with click.progressbar(length=count(), label=label, file=sys.stderr) as bar:
+        yield lambda path: bar.update(1)
+
+
+@main.command("export")
+@data_dir_option
+@click.option("--session", "session_id", required=True, metavar="S", help="The session to export.")
+@click.option("--run", "run_id", metavar="R", help="Only this run's events.")
+@click.option("--since-seq", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Only events with seq > N.")
+@click.option("--type", "types", multiple=True, metavar="T", help="Only events of this type (repeatable).")
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "csv", "cloudevents"]), default="jsonl",
+              show_default=True, help="The stored lines as they are, CSV with a header row, or CloudEvents 1.0 JSON lines.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write to FILE (replaced only once the export is complete) instead of stdout.")
+@one_line_errors
+def export_command(data_dir: Path, session_id: str, run_id: str | None, since_seq: int, types: tuple[str, ...],
+                   output_format: str, output: Path | None) -> None:
+    """Export one session's events in seq order, from the segments alone (no index, no server).
+
+    An incomplete last line (a write in flight, or torn by a crash) is left out.
+    """
+    from .export import WRITERS, session_events, session_segments
+
+    write = WRITERS[output_format]
+    with _segment_progress(lambda: len(session_segments(data_dir, session_id)), "export") as advance:
+        events = session_events(data_dir, session_id, run_id=run_id, since_seq=since_seq, types=types,
+                                on_segment=advance)
+        if output is None:
+            stdout = click.get_binary_stream("stdout")
+            try:
+                write(events, stdout)
+                stdout.flush()
+            except BrokenPipeError:
+                # The reader stopped early (`| head`): nothing to report, and nothing left to flush.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+                sys.exit(EXIT_ERROR)
+            return
+        partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+        try:
+            with open(partial, "wb") as file:
+                write(events, file)
+            os.replace(partial, output)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+@main.command("stats")
+@data_dir_option
+@format_option
+@one_line_errors
+def stats_command(data_dir: Path, output_format: str) -> None:
+    """Count sessions, segments, events, runs and bytes, list the 10 largest sessions and the
+    events of each type, from the segments alone (no index, no server)."""
+    from .stats import collect, segment_count
+
+    with _segment_progress(lambda: segment_count(data_dir), "stats") as advance:
+        report = collect(data_dir, on_segment=advance)
+    if output_format == "json":
+        echo_json(report.as_document())
+        return
+    totals = [("sessions", report.sessions), ("segments", report.segments), ("events", report.events),
+              ("runs", report.runs), ("bytes", report.bytes), ("unreadable lines", report.unreadable_lines)]
+    for name, value in totals:
+        click.echo(f"{name:<17}{value}")
+    for ranking, sessions in (("events", report.largest_by_events), ("bytes", report.largest_by_bytes)):
+        click.echo(f"\nlargest sessions by {ranking}:")
+        width = max((len(s.session_id) for s in sessions), default=0)
+        for s in sessions:
+            click.echo(f"  {s.session_id:<{width}}  {s.events} events  {s.bytes} bytes  "
+                       f"{s.segments} segments  {s.runs} runs")
+    click.echo("\nevent types:")
+    width = max(map(len, report.event_types), default=0)
+    for name, count in report.event_types.items():
+        click.echo(f"  {name:<{width}}  {count}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -33,6 +33,13 @@ def _flag(value: str) -> bool:
     return flag in ("1", "true", "yes")
 
 
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -53,13 +60,15 @@ SETTINGS = (
     Setting("MAX_EVENT_BYTES", MIB, _positive_int, "largest serialised event accepted (413 above)"),
     Setting("MAX_REQUEST_BYTES", 32 * MIB, _positive_int, "largest request body accepted (413 above)"),
     Setting("EXTRA_EVENT_TYPES", "", str, "comma-separated event types added to the 22 built-in ones"),
+    Setting("SSE_KEEPALIVE", 15.0, _positive_float, "seconds between keepalive comments on an idle event stream"),
     Setting("API_TOKENS", "", str, "comma-separated bearer tokens that may read and write"),
     Setting("READ_TOKENS", "", str, "comma-separated bearer tokens that may only read"),
     Setting("TOKENS_FILE", "", str, "file of 'TOKEN rw|ro' lines ('sha256:<hex>' digests allowed, '#' comments)"),
     Setting("ALLOW_ANONYMOUS", False, _flag, "1: serve an open API on a non-loopback address anyway"),
     Setting("BIND", "127.0.0.1:8000", str, "gunicorn's listening address (make run)"),
     Setting("WORKERS", 2, _positive_int, "gunicorn worker processes (make run)"),
-    Setting("THREADS", 4, _positive_int, "threads per gunicorn worker (make run)"),
+    Setting("THREADS", 128, _positive_int,
+            "threads per gunicorn worker (make run): each open event stream holds one"),
     Setting("LOG_LEVEL", "info", str, "log level of the service and gunicorn"),
 )
 

@@ -195,8 +195,25 @@ class QueryInteger(fields.Integer):
         return int(value)
 
 
+class QuerySeconds(fields.Float):
+    """A duration in seconds from a query string: digits with an optional fraction."""
+
+    _NUMBER = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?\Z")
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or self._NUMBER.match(value) is None:
+            raise self.make_error("invalid")
+        return float(value)
+
+
+MAX_WAIT_SECONDS = 60
+
+
 class PageQuerySchema(Schema):
-    """``since_seq`` and ``limit`` for paged reads; unknown parameters are errors, not silently ignored."""
+    """``since_seq``, ``limit`` and the long-poll ``wait`` for paged reads.
+
+    Unknown parameters are errors, not silently ignored: a typo must not change the answer.
+    """
 
     class Meta:
         unknown = RAISE
@@ -204,3 +221,16 @@ class PageQuerySchema(Schema):
     since_seq = QueryInteger(load_default=0, validate=validate.Range(min=0, error="must be an integer >= 0"))
     limit = QueryInteger(load_default=100,
                          validate=validate.Range(min=1, max=1000, error="must be an integer from 1 to 1000"))
+    wait = QuerySeconds(load_default=0.0, validate=validate.Range(
+        min=0, max=MAX_WAIT_SECONDS, error=f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}"))
+
+
+class StreamQuerySchema(Schema):
+    """``since_seq``, ``until_seq`` and ``wait`` (0 or 1: wait for a session that does not exist yet)."""
+
+    class Meta:
+        unknown = RAISE
+
+    since_seq = QueryInteger(load_default=0, validate=validate.Range(min=0, error="must be an integer >= 0"))
+    until_seq = QueryInteger(load_default=None, validate=validate.Range(min=1, error="must be an integer >= 1"))
+    wait = QueryInteger(load_default=0, validate=validate.OneOf([0, 1], error="must be 0 or 1"))

@@ -12,10 +12,11 @@ def store() -> EventStore:
 
 
 def register(app: Flask, tokens: TokenTable) -> None:
-    from . import auth, errors, meta, runs, sessions
+    from . import auth, errors, meta, runs, sessions, streams
 
     auth.init_app(app, tokens)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(runs.bp)
     app.register_blueprint(meta.bp)
+    app.register_blueprint(streams.bp)
     errors.init_app(app)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
+from ..live import long_poll, resolve
 from . import store
 from .wire import page_query, page_response
 
@@ -12,5 +13,8 @@ bp = Blueprint("runs", __name__, url_prefix="/api/runs")
 @bp.get("/<run_id>/events")
 def run_events(run_id: str):
     query = page_query(request)
-    page = store().read_run_page(run_id, since_seq=query["since_seq"], limit=query["limit"])
+    event_store = store()
+    session_id = resolve(event_store, session_id=None, run_id=run_id, wait=query["wait"])
+    page = long_poll(event_store, session_id, run_id=run_id, since_seq=query["since_seq"],
+                     limit=query["limit"], wait=query["wait"])
     return page_response(page, query["since_seq"], run_id=run_id)

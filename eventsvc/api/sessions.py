@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from ..errors import ValidationFailed
+from ..live import long_poll, resolve
 from . import store
 from .wire import json_body, page_query, page_response
 
@@ -30,5 +31,9 @@ def append_events(session_id: str):
 @bp.get("/<session_id>/events")
 def session_events(session_id: str):
     query = page_query(request)
-    page = store().read_page(session_id, since_seq=query["since_seq"], limit=query["limit"])
+    event_store = store()
+    if query["wait"]:
+        resolve(event_store, session_id=session_id, run_id=None, wait=query["wait"])
+    page = long_poll(event_store, session_id, run_id=None, since_seq=query["since_seq"],
+                     limit=query["limit"], wait=query["wait"])
     return page_response(page, query["since_seq"])

@@ -8,10 +8,11 @@ from marshmallow import ValidationError
 
 from ..errors import EventSvcError, ValidationFailed
 from ..jsoncodec import loads_strict
-from ..schemas import PageQuerySchema
+from ..schemas import PageQuerySchema, StreamQuerySchema
 from ..store import Page
 
 _page_query = PageQuerySchema()
+_stream_query = StreamQuerySchema()
 
 
 class UnsupportedMediaType(EventSvcError):
@@ -29,12 +30,28 @@ def json_body(request: Request) -> Any:
     return loads_strict(request.get_data(cache=False))
 
 
-def page_query(request: Request) -> dict[str, int]:
-    """``since_seq`` and ``limit`` from the query string; raises ValidationFailed (422)."""
+def page_query(request: Request) -> dict[str, Any]:
+    """``since_seq``, ``limit`` and ``wait`` from the query string; raises ValidationFailed (422)."""
+    return _load_query(_page_query, request)
+
+
+def stream_query(request: Request) -> dict[str, Any]:
+    """``since_seq`` (or the Last-Event-ID header, which wins), ``until_seq`` and ``wait``."""
+    query = _load_query(_stream_query, request)
+    last_event_id = request.headers.get("Last-Event-ID")
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise ValidationFailed("invalid Last-Event-ID header",
+                                   {"Last-Event-ID": ["must be the seq of the last event received"]})
+        query["since_seq"] = int(last_event_id.strip())
+    return query
+
+
+def _load_query(schema: Any, request: Request) -> dict[str, Any]:
     args = request.args
     repeated = {name: ["given more than once"] for name in args if len(args.getlist(name)) > 1}
     try:
-        loaded = _page_query.load(args.to_dict())
+        loaded = schema.load(args.to_dict())
     except ValidationError as exc:
         raise ValidationFailed("invalid query parameters", {**exc.messages, **repeated}) from None
     if repeated:

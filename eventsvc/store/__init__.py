@@ -22,12 +22,13 @@ import peewee as pw
 from ..errors import (EventIdConflict, EventTooLarge, RunNotFound, RunSessionConflict, SeqConflict,
                       SessionNotFound, StorageError, StorageFull, ValidationFailed)
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
-from ..types import EVENT_TYPES, EventTypeSet
+from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from . import seals, segments
 from .drafts import Draft, details_for_single, prepare
 from .index import INDEX_FILE, Index, Location, SessionState
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, catch_up, is_consistent
+from .watch import AppendWatcher
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class EventStore:
         self._locks = Locks(self.data_dir / LOCKS_DIR)
         self.damaged: dict[str, str] = {}
         self._index = self._open_index()
+        self.watcher = AppendWatcher(self._index.last_seqs, self._index.data_version)
         self.recover()
 
     # -- opening and recovery ----------------------------------------------------------------
@@ -139,6 +141,7 @@ class EventStore:
         return state
 
     def close(self) -> None:
+        self.watcher.close()
         self._index.close()
 
     def session_ids(self) -> list[str]:
@@ -252,6 +255,7 @@ class EventStore:
             # Not acknowledged, so not kept: cut the log back to where the index ends.
             self._undo_write(path, offset)
             raise
+        self.watcher.appended(session_id, new_state.last_seq)
         seqs = {draft.event_id: last_seq + n for n, draft in enumerate(fresh, 1)}
         events = [resent[d.event_id] if d.event_id in resent else d.stored(seqs[d.event_id]) for d in drafts]
         return AppendResult(events, len(fresh))
@@ -390,9 +394,21 @@ class EventStore:
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit)
         return self._read_envelopes(session_id, locations)
 
+    def wait_for_events(self, session_id: str, after_seq: int, timeout: float) -> int:
+        """Block until the session has an event after ``after_seq`` (or ``timeout`` passes); returns its last seq.
+
+        Holds no lock while waiting; appends from other processes are noticed within the
+        watcher's poll interval.
+        """
+        return self.watcher.wait(session_id, after_seq, timeout)
+
     def last_seq(self, session_id: str) -> int:
         state = self._index.session_state(session_id)
         return state.last_seq if state else 0
+
+    def run_terminal_seq(self, session_id: str, run_id: str) -> int | None:
+        """Seq of the run's terminal event (run_completed, run_failed, run_cancelled), if it has one."""
+        return self._index.first_of_types(session_id, run_id, RUN_TERMINAL_TYPES)
 
     def run_session(self, run_id: str) -> str | None:
         """The session a run belongs to, or None for an unknown run."""

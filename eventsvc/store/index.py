@@ -130,6 +130,15 @@ class Index:
         ).fetchone()
         return SessionState(session_id, *row) if row else None
 
+    def last_seqs(self, session_ids: list[str]) -> dict[str, int]:
+        Session = self.Session
+        query = Session.select(Session.session_id, Session.last_seq).where(Session.session_id.in_(session_ids))
+        return dict(query.tuples())
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's cheap change counter)."""
+        return self.db.execute_sql("PRAGMA data_version").fetchone()[0]
+
     def session_states(self) -> list[SessionState]:
         return [SessionState(*row) for row in self.Session.select(
             self.Session.session_id, self.Session.last_seq, self.Session.segment, self.Session.end_offset
@@ -146,6 +155,14 @@ class Index:
     def page(self, session_id: str, run_id: str | None, *, since_seq: int, limit: int) -> list[Location]:
         """Up to ``limit`` locations after ``since_seq`` in seq order (a run's only, when run_id is given)."""
         return [Location(*row) for row in self._page_query(session_id, run_id, since_seq, limit).tuples()]
+
+    def first_of_types(self, session_id: str, run_id: str, types: Iterable[str]) -> int | None:
+        """Seq of the run's first event with one of ``types`` (None when it has none)."""
+        Event = self.Event
+        row = (Event.select(Event.seq)
+               .where((Event.session_id == session_id) & (Event.run_id == run_id) & Event.type.in_(list(types)))
+               .order_by(Event.seq).limit(1).tuples().first())
+        return row[0] if row else None
 
     def last_within(self, session_id: str, segment: int, end: int) -> Location | None:
         """The last indexed event of ``segment`` whose line ends at or before byte ``end``."""

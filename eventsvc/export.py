@@ -1,0 +1,184 @@
+"""Export one session from its segments alone: no index, no server, no Flask, no click.
+
+``session_events`` streams a session's stored envelopes in seq order, filtered by run, seq and
+type; the writers turn that stream into JSON lines (the log's own bytes), CSV, or CloudEvents 1.0.
+Memory stays flat: one line is held at a time, whatever the size of the session.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .errors import EventSvcError, SessionNotFound
+from .jsoncodec import dumps_compact
+from .schemas import ENVELOPE_KEYS, ID_RULE, is_valid_id
+from .store import segments
+
+FORMATS = ("jsonl", "csv", "cloudevents")
+CLOUDEVENTS_SOURCE_PREFIX = "eventsvc/"
+_KEYS = frozenset(ENVELOPE_KEYS)
+
+
+class NotADataFolder(EventSvcError):
+    code = "not_a_data_folder"
+
+
+class UnreadableLine(EventSvcError):
+    """A complete line of a segment that is not a JSON object: the log is damaged."""
+
+    code = "unreadable_line"
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One envelope as the log holds it: its bytes (without the newline) and their parsed form."""
+
+    line: bytes
+    envelope: dict[str, Any]
+
+
+def segments_root(data_dir: Path) -> Path:
+    """``<data_dir>/segments``; raises NotADataFolder when it is not a directory."""
+    root = Path(data_dir) / segments.SEGMENTS_DIR
+    if not root.is_dir():
+        raise NotADataFolder(f"{data_dir} is not an eventsvc data folder (no segments/ inside)")
+    return root
+
+
+def session_segments(data_dir: Path, session_id: str) -> list[Path]:
+    """The session's segment files in seq order; raises NotADataFolder or SessionNotFound."""
+    root = segments_root(data_dir)
+    # The id rule also keeps a session id from naming a path outside segments/ ("..", "a/b").
+    if not is_valid_id(session_id):
+        raise SessionNotFound(f"session {session_id!r} not found: a session id {ID_RULE}")
+    session_dir = root / session_id
+    bases = segments.list_bases(session_dir)
+    if not bases:
+        raise SessionNotFound(f"session {session_id!r} not found in {root}")
+    return [session_dir / segments.segment_name(base) for base in bases]
+
+
+def session_events(data_dir: Path, session_id: str, *, run_id: str | None = None, since_seq: int = 0,
+                   types: Collection[str] = (), on_segment: Callable[[Path], None] | None = None,
+                   ) -> Iterator[StoredEvent]:
+    """The session's events with ``seq > since_seq`` in log order (seq order), optionally only
+    ``run_id``'s and only those of ``types``.
+
+    Raises NotADataFolder or SessionNotFound at the call, before any event is read. The stream
+    reads the segments only: an incomplete last line (a torn or in-flight write) is skipped, and a
+    complete line that is not a stored envelope raises UnreadableLine. ``on_segment`` is called
+    after each segment (for progress).
+    """
+    paths = session_segments(data_dir, session_id)
+    return _stream(paths, run_id=run_id, since_seq=since_seq, types=frozenset(types), on_segment=on_segment)
+
+
+def _stream(paths: list[Path], *, run_id: str | None, since_seq: int, types: frozenset[str],
+            on_segment: Callable[[Path], None] | None) -> Iterator[StoredEvent]:
+    for number, path in enumerate(paths):
+        following = paths[number + 1] if number + 1 < len(paths) else None
+        # A segment holds the seqs from its base up to the next segment's base: skip whole files
+        # that end at or before since_seq instead of parsing every line of them.
+        if following is None or segments.parse_base(following.name) - 1 > since_seq:
+            for line_number, (_, line, complete) in enumerate(segments.scan(path), 1):
+                if not complete:
+                    break
+                envelope = _envelope(path, line_number, line)
+                if envelope["seq"] <= since_seq:
+                    continue
+                if run_id is not None and envelope["run_id"] != run_id:
+                    continue
+                if types and envelope["type"] not in types:
+                    continue
+                yield StoredEvent(line, envelope)
+        if on_segment:
+            on_segment(path)
+
+
+def _envelope(path: Path, line_number: int, line: bytes) -> dict[str, Any]:
+    try:
+        envelope = json.loads(line)
+    except ValueError:
+        envelope = None
+    if not isinstance(envelope, dict) or envelope.keys() != _KEYS or not isinstance(envelope["seq"], int):
+        raise UnreadableLine(f"{path}:{line_number}: not a stored envelope; run `eventsvc audit` on it")
+    return envelope
+
+
+# -- writers: each takes the event stream and a binary output, and returns how many it wrote ---------
+
+
+def write_jsonl(events: Iterable[StoredEvent], out: BinaryIO) -> int:
+    """The stored lines byte-for-byte, one per line."""
+    count = 0
+    for event in events:
+        out.write(event.line + b"\n")
+        count += 1
+    return count
+
+
+def write_csv(events: Iterable[StoredEvent], out: BinaryIO) -> int:
+    """A header row of the envelope keys, then one row per event: payload as compact JSON text,
+    run_id empty when null. UTF-8, RFC 4180 quoting and line ends."""
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    try:
+        writer = csv.writer(text, lineterminator="\r\n")
+        writer.writerow(ENVELOPE_KEYS)
+        count = 0
+        for event in events:
+            writer.writerow([_csv_cell(key, event.envelope[key]) for key in ENVELOPE_KEYS])
+            count += 1
+        text.flush()
+        return count
+    finally:
+        text.detach()  # the caller owns ``out``; closing the wrapper would close it
+
+
+def _csv_cell(key: str, value: Any) -> str | int:
+    if key == "payload":
+        return dumps_compact(value)
+    return "" if value is None else value
+
+
+def cloudevent(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The envelope as a CloudEvents 1.0 event (JSON format).
+
+    Extension attribute names must be lowercase alphanumeric, so the envelope's ``source`` travels
+    as ``eventsource`` (the CloudEvents ``source`` names the session), and the seq as the
+    ``sequence`` extension, zero-padded to 20 digits so that its string order is seq order.
+    """
+    event = {
+        "specversion": "1.0",
+        "id": envelope["event_id"],
+        "source": CLOUDEVENTS_SOURCE_PREFIX + envelope["session_id"],
+        "type": envelope["type"],
+        "time": envelope["timestamp"],
+    }
+    if envelope["run_id"] is not None:
+        event["subject"] = envelope["run_id"]
+    event["datacontenttype"] = "application/json"
+    event["eventsource"] = envelope["source"]
+    event["sequence"] = f"{envelope['seq']:020d}"
+    event["data"] = envelope["payload"]
+    return event
+
+
+def write_cloudevents(events: Iterable[StoredEvent], out: BinaryIO) -> int:
+    """One CloudEvents 1.0 JSON object per line."""
+    count = 0
+    for event in events:
+        out.write(dumps_compact(cloudevent(event.envelope)).encode("utf-8") + b"\n")
+        count += 1
+    return count
+
+
+WRITERS: dict[str, Callable[[Iterable[StoredEvent], BinaryIO], int]] = {
+    "jsonl": write_jsonl,
+    "csv": write_csv,
+    "cloudevents": write_cloudevents,
+}

@@ -180,6 +180,8 @@ class EventStore:
 
     def seal_active(self, session_id: str) -> dict[str, Any] | None:
         """Seal what the session's active segment holds so far (for shipping a folder); None if empty."""
+        if not is_valid_id(session_id):
+            raise ValidationFailed("invalid session_id", {"session_id": [ID_RULE]})
         with self._locks.store(exclusive=False), self._locks.session(session_id):
             state = self._caught_up(session_id)
             if state is None or state.end_offset == 0:

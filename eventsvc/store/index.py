@@ -46,7 +46,7 @@ def open_database(path: Path) -> pw.SqliteDatabase:
             "journal_mode": "wal",
             "synchronous": "normal",
             "busy_timeout": BUSY_TIMEOUT_MS,
-            "cache_size": -16_000,
+            "cache_size": -4_000,  # per connection, and gthread workers hold one per thread
             "foreign_keys": 0,
         },
         lock_type="IMMEDIATE",

@@ -6,6 +6,7 @@ a bound; a log that others audit must not contain any of those.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .errors import BadRequest
@@ -28,7 +29,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_decoder = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise BadRequest(f"{text} is out of range: only finite numbers are accepted")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float,
+                            object_pairs_hook=_unique_keys)
 
 
 def nesting_depth_exceeds(raw: str, limit: int) -> bool:

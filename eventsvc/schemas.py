@@ -159,15 +159,16 @@ class _EnvelopeRules(Schema):
 class EventInputSchema(_EnvelopeRules):
     """What a caller may send to append. The store fills what is missing."""
 
+    # Left out means "fill it in"; an explicit null is an error (except run_id, which may be null).
     type = fields.String(required=True)
-    timestamp = Timestamp(load_default=None)
-    session_id = Identifier(load_default=None)
+    timestamp = Timestamp(load_default=None, allow_none=False)
+    session_id = Identifier(load_default=None, allow_none=False)
     run_id = Identifier(load_default=None, allow_none=True)
-    seq = Seq(load_default=None, allow_none=True)
-    source = fields.String(load_default=None, validate=validate.Length(
+    seq = Seq(load_default=None, allow_none=False)
+    source = fields.String(load_default=None, allow_none=False, validate=validate.Length(
         min=1, max=MAX_SOURCE_CHARS, error=f"must be 1-{MAX_SOURCE_CHARS} characters"))
-    event_id = Identifier(load_default=None)
-    payload = Payload(load_default=dict)
+    event_id = Identifier(load_default=None, allow_none=False)
+    payload = Payload(load_default=dict, allow_none=False)
 
 
 class StoredEnvelopeSchema(_EnvelopeRules):
@@ -182,6 +183,84 @@ class StoredEnvelopeSchema(_EnvelopeRules):
         min=1, max=MAX_SOURCE_CHARS, error=f"must be 1-{MAX_SOURCE_CHARS} characters"))
     event_id = Identifier(required=True)
     payload = Payload(required=True)
+
+
+_STORED_KEYS = frozenset(ENVELOPE_KEYS)
+_registries: dict[int, tuple[EventTypeSet, frozenset[str], frozenset[str]]] = {}
+_valid_dates: dict[str, bool] = {}
+
+
+def _type_names(event_types: EventTypeSet) -> tuple[frozenset[str], frozenset[str]]:
+    """(all names, run-scoped names) of a registry, computed once per registry object."""
+    cached = _registries.get(id(event_types))
+    if cached is None or cached[0] is not event_types:
+        cached = (event_types, frozenset(event_types),
+                  frozenset(name for name in event_types if event_types.is_run_scoped(name)))
+        _registries[id(event_types)] = cached
+    return cached[1], cached[2]
+
+
+def _stored_timestamp_is_valid(text: str) -> bool:
+    """What the Timestamp field accepts; an ASCII UTC ('Z') timestamp is checked without datetime."""
+    match = _RFC3339.match(text)
+    if match is None:
+        return False
+    if text.isascii() and text[-1] in "Zz":
+        # The regex fixes the positions; only the calendar and the clock ranges remain to check.
+        date = text[:10]
+        valid = _valid_dates.get(date)
+        if valid is None:
+            try:
+                datetime(int(date[:4]), int(date[5:7]), int(date[8:10]))
+                valid = True
+            except ValueError:
+                valid = False
+            if len(_valid_dates) > 4096:
+                _valid_dates.clear()
+            _valid_dates[date] = valid
+        return valid and text[11:13] <= "23" and text[14:16] <= "59" and text[17:19] <= "59"
+    try:
+        format_timestamp(parse_timestamp(text))
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+def stored_envelope_is_valid(obj: Any, event_types: EventTypeSet = EVENT_TYPES) -> bool:
+    """Whether ``StoredEnvelopeSchema(event_types=event_types).load(obj)`` would succeed, ~10x faster.
+
+    The same rules in plain Python, for the auditor's hot loop: a caller that needs the messages
+    loads the schema only for objects this rejects. Exact for anything ``json.loads`` returns
+    (tests/test_schemas_fast.py holds the two to agreement); for other Python objects it may say
+    False where the schema would accept (a Mapping that is not a dict, say), never the reverse.
+    """
+    if not isinstance(obj, dict) or obj.keys() != _STORED_KEYS:
+        return False
+    names, run_scoped = _type_names(event_types)
+    name = obj["type"]
+    if not isinstance(name, str) or name not in names:
+        return False
+    timestamp = obj["timestamp"]
+    if not isinstance(timestamp, str) or not _stored_timestamp_is_valid(timestamp):
+        return False
+    for key in ("session_id", "event_id"):
+        value = obj[key]
+        if not isinstance(value, str) or _ID.match(value) is None:
+            return False
+    run_id = obj["run_id"]
+    if run_id is None:
+        if name in run_scoped:
+            return False
+    elif not isinstance(run_id, str) or _ID.match(run_id) is None:
+        return False
+    seq = obj["seq"]
+    if type(seq) is not int or seq < 1:
+        return False
+    source = obj["source"]
+    if not isinstance(source, str) or not 1 <= len(source) <= MAX_SOURCE_CHARS:
+        return False
+    payload = obj["payload"]
+    return isinstance(payload, dict) and json_problem(payload) is None
 
 
 class QueryInteger(fields.Integer):

@@ -11,6 +11,7 @@ import pytest
 
 from eventsvc import EventEmitter, run_scope
 from eventsvc.emitter import current_run_id
+from eventsvc.errors import ValidationFailed
 
 
 @pytest.fixture
@@ -185,6 +186,7 @@ def test_run_scoped_type_without_run_id_outside_a_scope_raises_and_writes_nothin
     before = {path: path.read_bytes() for path in segment_files(data_dir)}
     with pytest.raises(ValueError) as caught:
         emitter.emit("s1", run_scoped_type)
+    assert isinstance(caught.value, ValidationFailed)
     assert "run_id" in caught.value.details
     assert store.last_seq("s1") == 1
     assert {path: path.read_bytes() for path in segment_files(data_dir)} == before

@@ -370,6 +370,7 @@ class EventStore:
 
         Raises SessionNotFound when the session has no events at all.
         """
+        _check_page_bounds(since_seq, limit)
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit + 1)
         if not locations and self._index.session_state(session_id) is None:
             raise SessionNotFound(f"session {session_id!r} not found")
@@ -393,6 +394,7 @@ class EventStore:
         return self._envelopes(session_id, run_id, since_seq, limit)
 
     def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int) -> list[dict]:
+        _check_page_bounds(since_seq, limit)
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit)
         return self._read_envelopes(session_id, locations)
 
@@ -432,6 +434,16 @@ class EventStore:
                 log.error("read of %s failed: %s", path, exc)
                 raise StorageError(f"the log of session {session_id!r} could not be read") from None
         return lines
+
+
+def _check_page_bounds(since_seq: int, limit: int) -> None:
+    problems = {}
+    if not isinstance(since_seq, int) or isinstance(since_seq, bool) or since_seq < 0:
+        problems["since_seq"] = ["must be an integer >= 0"]
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        problems["limit"] = ["must be an integer >= 1"]
+    if problems:
+        raise ValidationFailed("invalid page bounds", problems)
 
 
 def _checked_index(path: Path) -> Index:

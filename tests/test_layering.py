@@ -1,0 +1,78 @@
+"""Who may import whom, read from the source with ``ast`` so the layers stay visible."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "eventsvc"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved), at any depth."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names.add(target)
+            # ``from . import segments`` imports a module, not a name
+            names.update(f"{target}.{alias.name}" for alias in node.names)
+    return names
+
+
+def reaches(imported: set[str], forbidden: str) -> list[str]:
+    return sorted(name for name in imported if name == forbidden or name.startswith(forbidden + "."))
+
+
+def python_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.py"))
+
+
+def test_imports_of_resolves_relative_imports():
+    """The helper itself: a module known to import the store must be seen doing so."""
+    assert reaches(imports_of(PACKAGE / "api" / "__init__.py"), "eventsvc.store")
+    assert reaches(imports_of(PACKAGE / "store" / "__init__.py"), "eventsvc.store.segments")
+    assert reaches(imports_of(PACKAGE / "emitter.py"), "contextvars")
+
+
+@pytest.mark.parametrize(("module",), [("types.py",), ("errors.py",), ("config.py",)])
+def test_leaf_modules_import_nothing_of_ours(module):
+    assert reaches(imports_of(PACKAGE / module), "eventsvc") == []
+
+
+@pytest.mark.parametrize(("forbidden",), [("flask",), ("werkzeug",), ("click",), ("eventsvc.api",)])
+def test_store_never_imports_the_web_or_cli_layers(forbidden):
+    files = python_files(PACKAGE / "store")
+    assert files
+    offenders = {module_name(path): reaches(imports_of(path), forbidden) for path in files}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize(("forbidden",), [("eventsvc.store.segments",), ("eventsvc.store.index",)])
+def test_api_never_reaches_into_segments_or_index(forbidden):
+    files = python_files(PACKAGE / "api")
+    assert files
+    offenders = {module_name(path): reaches(imports_of(path), forbidden) for path in files}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize(("forbidden",), [("flask",), ("eventsvc.api",)])
+def test_cli_never_imports_flask_views(forbidden):
+    assert reaches(imports_of(PACKAGE / "cli.py"), forbidden) == []

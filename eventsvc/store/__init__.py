@@ -129,6 +129,7 @@ class EventStore:
         session_dir = self.segments_dir / session_id
         state = self._index.session_state(session_id)
         if is_consistent(state, session_dir):
+            self.damaged.pop(session_id, None)  # an operator may have mended the log meanwhile
             return state
         try:
             state = catch_up(self._index, session_dir, session_id)
@@ -242,6 +243,8 @@ class EventStore:
         segment, offset = self._segment_for(session_id, state, last_seq + 1)
         path = self.segments_dir / session_id / segments.segment_name(segment)
         data = b"".join(lines)
+        if len(lines) > 1:
+            self._index.mark_batch(session_id, segment, offset, offset + len(data), durable=self.fsync)
         # Segment first: the index can always be rebuilt from the log, never the reverse.
         self._write(path, offset, data)
         rows, cursor = [], offset

@@ -54,7 +54,7 @@ def open_database(path: Path) -> pw.SqliteDatabase:
     )
 
 
-def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], type[pw.Model], type[pw.Model]]:
+def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], ...]:
     """Model classes bound to one store's database, so several stores can live in one process."""
 
     class BaseModel(pw.Model):
@@ -101,7 +101,18 @@ def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], type[pw.Model]
         class Meta:
             without_rowid = True
 
-    return Event, Run, Session
+    class PendingBatch(BaseModel):
+        """A multi-event append between its write and its index commit (at most one per session)."""
+
+        session_id = pw.TextField(primary_key=True)
+        segment = pw.IntegerField()
+        offset = pw.IntegerField()
+        end_offset = pw.IntegerField()
+
+        class Meta:
+            without_rowid = True
+
+    return Event, Run, Session, PendingBatch
 
 
 class Index:
@@ -110,12 +121,12 @@ class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = open_database(path)
-        self.Event, self.Run, self.Session = define_models(self.db)
+        self.Event, self.Run, self.Session, self.PendingBatch = define_models(self.db)
         with self.db.connection_context():
             version = self.db.execute_sql("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise pw.DatabaseError(f"index schema version {version} is not {SCHEMA_VERSION}")
-            self.db.create_tables([self.Event, self.Run, self.Session], safe=True)
+            self.db.create_tables([self.Event, self.Run, self.Session, self.PendingBatch], safe=True)
             self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -196,10 +207,39 @@ class Index:
     def run_session(self, run_id: str) -> str | None:
         return self.run_owners([run_id]).get(run_id)
 
+    def pending_batch(self, session_id: str) -> tuple[int, int, int] | None:
+        """(segment, offset, end) of a batch append that was written but never committed."""
+        row = self.db.execute_sql("SELECT segment, \"offset\", end_offset FROM pending_batch WHERE session_id = ?",
+                                  (session_id,)).fetchone()
+        return tuple(row) if row else None
+
     # -- the write ---------------------------------------------------------------------------
 
+    def mark_batch(self, session_id: str, segment: int, offset: int, end: int, *, durable: bool) -> None:
+        """Record where a multi-event append is about to be written, before it is written.
+
+        Recovery uses it to tell a batch cut short by a crash (cut aside whole, so a batch is
+        all or none) from complete lines that only missed their index commit (indexed).
+        ``durable`` commits with synchronous=FULL so the mark survives a power loss too.
+        """
+        conn = self.db.connection()
+        if durable:
+            conn.execute("PRAGMA synchronous = FULL")
+        try:
+            with self.db.atomic():
+                conn.execute('INSERT OR REPLACE INTO pending_batch (session_id, segment, "offset", end_offset)'
+                             " VALUES (?, ?, ?, ?)", (session_id, segment, offset, end))
+        finally:
+            if durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
+
+    def clear_batch(self, session_id: str) -> None:
+        with self.db.atomic():
+            self.db.execute_sql("DELETE FROM pending_batch WHERE session_id = ?", (session_id,))
+
     def commit_append(self, state: SessionState, rows: Sequence[tuple], runs: Sequence[tuple[str, int]]) -> None:
-        """Index one append in one transaction: event rows, new runs, and the session checkpoint.
+        """Index one append in one transaction: event rows, new runs, the session checkpoint
+        (and the end of its pending-batch mark).
 
         ``rows`` are (session_id, seq, run_id, type, event_id, timestamp, segment, offset, length).
         Raises RunSessionConflict, leaving the index unchanged, when another session claimed one
@@ -219,6 +259,7 @@ class Index:
             conn.executemany(
                 'INSERT INTO event (session_id, seq, run_id, type, event_id, timestamp, segment, "offset", length)'
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("DELETE FROM pending_batch WHERE session_id = ?", (state.session_id,))
             conn.execute(
                 "INSERT INTO session (session_id, last_seq, segment, end_offset) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (session_id) DO UPDATE SET last_seq = excluded.last_seq,"
@@ -249,7 +290,7 @@ class Index:
         self.db.execute_sql("ATTACH DATABASE ? AS fresh", (str(other),))
         try:
             with self.db.atomic():
-                for table in ("event", "run", "session"):
+                for table in ("event", "run", "session", "pending_batch"):
                     self.db.execute_sql(f"DELETE FROM main.{table}")
                     self.db.execute_sql(f"INSERT INTO main.{table} SELECT * FROM fresh.{table}")
         finally:

@@ -61,6 +61,7 @@ def catch_up(index: Index, session_dir: Path, session_id: str) -> SessionState |
         size = segments.file_size(session_dir / segments.segment_name(state.segment))
         if size < state.end_offset:
             state = _forget_lost(index, session_id, state, size)
+    _cut_unfinished_batch(index, session_dir, session_id, state)
     bases = segments.list_bases(session_dir)
     if state is None:
         if not bases:
@@ -145,6 +146,25 @@ def _flush(index: Index, pending: _Pending) -> None:
         log.info("indexed %d events of session %s found in the log past the index", len(rows), session_id)
     if clash:
         raise Unindexable(clash)
+
+
+def _cut_unfinished_batch(index: Index, session_dir: Path, session_id: str, state: SessionState | None) -> None:
+    """A batch append interrupted mid-write is cut aside whole: a batch is all or none.
+
+    Only a mark that starts exactly at the checkpoint counts; any other mark is stale (its
+    append failed and was cut back already) and is dropped.
+    """
+    mark = index.pending_batch(session_id)
+    if mark is None:
+        return
+    segment, start, end = mark
+    at_checkpoint = (start == 0 and (state is None or segment > state.segment)) or (
+        state is not None and segment == state.segment and start == state.end_offset)
+    path = session_dir / segments.segment_name(segment)
+    if at_checkpoint and start < segments.file_size(path) < end:
+        aside = segments.cut_tail(path, start)
+        log.warning("cut an append_many interrupted mid-write off %s at byte %d; kept in %s", path, start, aside)
+    index.clear_batch(session_id)
 
 
 def _forget_lost(index: Index, session_id: str, state: SessionState, size: int) -> SessionState | None:

@@ -178,13 +178,18 @@ def scan(path: Path, start: int = 0) -> Iterator[tuple[int, bytes, bool]]:
 def cut_tail(path: Path, offset: int) -> Path:
     """Move the bytes from ``offset`` to the end into ``<segment>.torn-<offset>``; returns that file.
 
-    The copy is made durable before the segment is cut, so the bytes are never in neither place.
+    A later tear at the same offset gets ``.torn-<offset>.2`` and so on: nothing cut is ever
+    overwritten. The copy is durable before the segment is cut, so the bytes are never lost.
     """
     aside = path.with_name(f"{path.name}{TORN_SUFFIX}{offset}")
+    attempt = 1
+    while aside.exists():
+        attempt += 1
+        aside = path.with_name(f"{path.name}{TORN_SUFFIX}{offset}.{attempt}")
     with open(path, "rb") as source:
         source.seek(offset)
         tail = source.read()
-    with open(aside, "wb") as target:
+    with open(aside, "xb") as target:
         target.write(tail)
         target.flush()
         os.fsync(target.fileno())

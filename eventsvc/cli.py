@@ -212,5 +212,59 @@ def serve(gunicorn_args: tuple[str, ...]) -> None:
                              *gunicorn_args, "eventsvc:create_app()"])
 
 
+# -- tail (section owned by the live-tail work) ----------------------------------------------------
+
+
+def _pretty_line(envelope: dict[str, Any], width: int = 80) -> str:
+    """``seq  time  type  run_id  payload``, the payload as compact JSON cut to ``width`` characters."""
+    payload = json.dumps(envelope.get("payload"), ensure_ascii=False, separators=(",", ":"))
+    if len(payload) > width:
+        payload = payload[: width - 1] + "…"
+    return (f"{envelope.get('seq'):>6}  {envelope.get('timestamp')}  {envelope.get('type'):<20}  "
+            f"{envelope.get('run_id') or '-'}  {payload}")
+
+
+@main.command("tail")
+@click.option("--session", "session_id", metavar="S", help="Follow this session's events.")
+@click.option("--run", "run_id", metavar="R", help="Follow this run's events (ends after its terminal event).")
+@click.option("--url", default=lambda: os.environ.get("EVENTSVC_URL", "http://127.0.0.1:8000"),
+              show_default="$EVENTSVC_URL or http://127.0.0.1:8000", help="The eventsvc server.")
+@click.option("--since-seq", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Start after seq N.")
+@click.option("--pretty", is_flag=True, help="A readable one-line form instead of JSON lines.")
+@click.option("--token", default=lambda: os.environ.get("EVENTSVC_TOKEN"), show_default="$EVENTSVC_TOKEN",
+              help="Bearer token for the API.")
+def tail(session_id: str | None, run_id: str | None, url: str, since_seq: int, pretty: bool,
+         token: str | None) -> None:
+    """Print events as they are appended, one JSON envelope per line, reconnecting by itself.
+
+    Exits 0 when the stream ends (a run's terminal event), 2 on an error.
+    """
+    if (session_id is None) == (run_id is None):
+        fail("give exactly one of --session and --run")
+    try:
+        from .client import ClientError, EventClient
+    except ImportError:
+        fail("eventsvc tail needs the client extra: pip install 'eventsvc[client]'")
+    client = EventClient(url, token=token or None)
+    stdout = click.get_text_stream("stdout")
+    try:
+        for envelope in client.follow(session_id=session_id, run_id=run_id, since_seq=since_seq):
+            line = _pretty_line(envelope) if pretty else json.dumps(envelope, ensure_ascii=False,
+                                                                    separators=(",", ":"))
+            stdout.write(line + "\n")
+            stdout.flush()
+    except ClientError as exc:
+        fail(str(exc))
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): nothing to report, and nothing left to flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    finally:
+        client.close()
+
+
 if __name__ == "__main__":
     main()

@@ -19,7 +19,6 @@ from .jsoncodec import dumps_compact
 from .schemas import ENVELOPE_KEYS, ID_RULE, is_valid_id
 from .store import segments
 
-FORMATS = ("jsonl", "csv", "cloudevents")
 CLOUDEVENTS_SOURCE_PREFIX = "eventsvc/"
 _KEYS = frozenset(ENVELOPE_KEYS)
 
@@ -131,18 +130,14 @@ def write_csv(events: Iterable[StoredEvent], out: BinaryIO) -> int:
         writer.writerow(ENVELOPE_KEYS)
         count = 0
         for event in events:
-            writer.writerow([_csv_cell(key, event.envelope[key]) for key in ENVELOPE_KEYS])
+            # The csv module writes None (a null run_id) as an empty cell.
+            writer.writerow([dumps_compact(event.envelope[key]) if key == "payload" else event.envelope[key]
+                             for key in ENVELOPE_KEYS])
             count += 1
         text.flush()
         return count
     finally:
         text.detach()  # the caller owns ``out``; closing the wrapper would close it
-
-
-def _csv_cell(key: str, value: Any) -> str | int:
-    if key == "payload":
-        return dumps_compact(value)
-    return "" if value is None else value
 
 
 def cloudevent(envelope: dict[str, Any]) -> dict[str, Any]:

@@ -6,24 +6,21 @@ the index can always be rebuilt from the segments, never the reverse.
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import peewee as pw
 
-from ..errors import (EventIdConflict, EventTooLarge, RunNotFound, RunSessionConflict, SeqConflict,
-                      SessionNotFound, StorageError, StorageFull, ValidationFailed)
+from ..errors import RunNotFound, SessionNotFound, StorageError, ValidationFailed
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
-from . import seals, segments
+from . import appends, reads, seals, segments
 from .drafts import Draft, details_for_single, prepare
 from .index import INDEX_FILE, Index, Location, SessionState
 from .locks import LOCKS_DIR, Locks
@@ -225,20 +222,16 @@ class EventStore:
 
     def _append_locked(self, session_id: str, drafts: list[Draft], state: SessionState | None) -> AppendResult:
         stored = self._index.locations_of(session_id, [draft.event_id for draft in drafts])
-        resent = self._resent(session_id, drafts, stored)
+        resent = appends.find_resent(drafts, self._read_envelopes(session_id, sorted(stored.values(), key=lambda loc: loc.seq)))
         fresh = [draft for draft in drafts if draft.event_id not in resent]
         if not fresh:
             return AppendResult([resent[draft.event_id] for draft in drafts], 0)
 
         last_seq = state.last_seq if state else 0
-        self._check_expected_seqs(drafts, resent, last_seq)
-        new_runs = self._check_runs(session_id, fresh, last_seq)
-        lines = [draft.line(last_seq + n) for n, draft in enumerate(fresh, 1)]
-        sizes = {draft.position: len(line) - 1 for draft, line in zip(fresh, lines)
-                 if len(line) - 1 > self.max_event_bytes}
-        if sizes:
-            raise EventTooLarge(f"an event is larger than the limit of {self.max_event_bytes} bytes",
-                                {"limit": self.max_event_bytes, "sizes": sizes})
+        appends.check_expected_seqs(fresh, last_seq)
+        new_runs = appends.runs_to_claim(session_id, fresh, last_seq, self._index.run_owners)
+        lines = [draft.line(seq) for seq, draft in enumerate(fresh, last_seq + 1)]
+        appends.check_sizes(fresh, lines, self.max_event_bytes)
 
         segment, offset = self._segment_for(session_id, state, last_seq + 1)
         path = self.segments_dir / session_id / segments.segment_name(segment)
@@ -246,124 +239,36 @@ class EventStore:
         if len(lines) > 1:
             self._index.mark_batch(session_id, segment, offset, offset + len(data), durable=self.fsync)
         # Segment first: the index can always be rebuilt from the log, never the reverse.
-        self._write(path, offset, data)
-        rows, cursor = [], offset
-        for n, (draft, line) in enumerate(zip(fresh, lines), 1):
-            env = draft.envelope
-            rows.append((session_id, last_seq + n, env["run_id"], env["type"], env["event_id"],
-                         env["timestamp"], segment, cursor, len(line)))
-            cursor += len(line)
-        new_state = SessionState(session_id, last_seq + len(fresh), segment, cursor)
+        appends.write_log(path, offset, data, fsync=self.fsync, io=self.io)
+        rows, end = appends.index_rows(session_id, fresh, lines, last_seq, segment, offset)
+        new_state = SessionState(session_id, last_seq + len(fresh), segment, end)
         try:
             self._index.commit_append(new_state, rows, new_runs)
         except BaseException:
             # Not acknowledged, so not kept: cut the log back to where the index ends.
-            self._undo_write(path, offset)
+            appends.undo_write(path, offset)
             raise
         self.watcher.appended(session_id, new_state.last_seq)
-        seqs = {draft.event_id: last_seq + n for n, draft in enumerate(fresh, 1)}
+        seqs = {draft.event_id: seq for seq, draft in enumerate(fresh, last_seq + 1)}
         events = [resent[d.event_id] if d.event_id in resent else d.stored(seqs[d.event_id]) for d in drafts]
         return AppendResult(events, len(fresh))
 
-    def _resent(self, session_id: str, drafts: list[Draft], stored: dict[str, Location]) -> dict[str, dict]:
-        """Drafts whose event_id is already stored: same content is a re-send, other content a conflict."""
-        if not stored:
-            return {}
-        envelopes = self._read_envelopes(session_id, sorted(stored.values(), key=lambda loc: loc.seq))
-        by_id = {env["event_id"]: env for env in envelopes}
-        resent: dict[str, dict] = {}
-        for draft in drafts:
-            previous = by_id.get(draft.event_id)
-            if previous is None:
-                continue
-            if not draft.same_content(previous):
-                raise EventIdConflict(
-                    f"event_id {draft.event_id!r} is already stored with different content (seq {previous['seq']})",
-                    {"event_id": draft.event_id, "seq": previous["seq"]})
-            if draft.expected_seq is not None and draft.expected_seq != previous["seq"]:
-                raise SeqConflict(
-                    f"event_id {draft.event_id!r} is stored at seq {previous['seq']}, not {draft.expected_seq}",
-                    {"event_id": draft.event_id, "expected_seq": draft.expected_seq, "seq": previous["seq"]})
-            resent[draft.event_id] = previous
-        return resent
-
-    @staticmethod
-    def _check_expected_seqs(drafts: list[Draft], resent: dict[str, dict], last_seq: int) -> None:
-        next_seq = last_seq + 1
-        for draft in drafts:
-            if draft.event_id in resent:
-                continue
-            if draft.expected_seq is not None and draft.expected_seq != next_seq:
-                raise SeqConflict(f"expected seq {draft.expected_seq}, but the next seq is {next_seq}",
-                                  {"expected_seq": draft.expected_seq, "next_seq": next_seq,
-                                   "last_seq": last_seq})
-            next_seq += 1
-
-    def _check_runs(self, session_id: str, fresh: list[Draft], last_seq: int) -> list[tuple[str, int]]:
-        """Runs this append would start; raises RunSessionConflict for a run of another session."""
-        first_seq: dict[str, int] = {}
-        for n, draft in enumerate(fresh, 1):
-            if draft.run_id is not None:
-                first_seq.setdefault(draft.run_id, last_seq + n)
-        if not first_seq:
-            return []
-        owners = self._index.run_owners(first_seq)
-        for run_id, owner in owners.items():
-            if owner != session_id:
-                raise RunSessionConflict(f"run {run_id!r} belongs to session {owner!r}",
-                                         {"run_id": run_id, "session_id": owner})
-        return [(run_id, seq) for run_id, seq in first_seq.items() if run_id not in owners]
-
     def _segment_for(self, session_id: str, state: SessionState | None, next_seq: int) -> tuple[int, int]:
-        """Where the next lines go: (segment base, offset). Rolls once the segment reaches its size."""
+        """Where the next lines go: (segment base, offset). Rolls (and seals) once a segment reaches its size."""
+        session_dir = self.segments_dir / session_id
         if state is None:
-            session_dir = self.segments_dir / session_id
             if not session_dir.exists():
                 session_dir.mkdir()
                 if self.fsync:
                     segments.fsync_dir(self.segments_dir)
             return next_seq, 0
         if state.end_offset >= self.segment_bytes:
-            session_dir = self.segments_dir / session_id
             try:
                 seals.write_seal(session_dir, state.segment, state.end_offset)
             except OSError as exc:
-                raise self._storage_error(session_dir, exc) from None
+                raise appends.storage_error(session_dir, exc) from None
             return next_seq, 0
         return state.segment, state.end_offset
-
-    def _write(self, path: Path, offset: int, data: bytes) -> None:
-        try:
-            segments.append_at(path, offset, data, fsync=self.fsync, io=self.io)
-        except segments.TailMoved as exc:
-            raise StorageError(f"the log changed under the index: {exc}") from None
-        except OSError as exc:
-            if offset == 0:
-                self._drop_empty(path)
-            raise self._storage_error(path, exc) from None
-
-    @staticmethod
-    def _storage_error(path: Path, exc: OSError) -> StorageError:
-        log.error("write to %s failed: %s", path, exc)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return StorageFull("no space left on the device holding the log")
-        return StorageError(f"the log could not be written ({os.strerror(exc.errno or errno.EIO)})")
-
-    def _undo_write(self, path: Path, offset: int) -> None:
-        try:
-            segments.truncate(path, offset)
-            if offset == 0:
-                self._drop_empty(path)
-        except OSError as exc:
-            log.error("could not cut %s back to %d bytes (%s); the next append repairs it", path, offset, exc)
-
-    @staticmethod
-    def _drop_empty(path: Path) -> None:
-        try:
-            if path.stat().st_size == 0:
-                path.unlink()
-        except OSError:
-            pass
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -373,7 +278,7 @@ class EventStore:
 
         Raises SessionNotFound when the session has no events at all.
         """
-        _check_page_bounds(since_seq, limit)
+        reads.check_page_bounds(since_seq, limit)
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit + 1)
         if not locations and self._index.session_state(session_id) is None:
             raise SessionNotFound(f"session {session_id!r} not found")
@@ -397,7 +302,7 @@ class EventStore:
         return self._envelopes(session_id, run_id, since_seq, limit)
 
     def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int) -> list[dict]:
-        _check_page_bounds(since_seq, limit)
+        reads.check_page_bounds(since_seq, limit)
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit)
         return self._read_envelopes(session_id, locations)
 
@@ -428,25 +333,7 @@ class EventStore:
         return [json.loads(line) for line in self._read_lines(session_id, locations)]
 
     def _read_lines(self, session_id: str, locations: list[Location]) -> list[bytes]:
-        lines: list[bytes] = []
-        for segment, spans in _by_segment(locations):
-            path = self.segments_dir / session_id / segments.segment_name(segment)
-            try:
-                lines.extend(segments.read_lines(path, spans))
-            except OSError as exc:
-                log.error("read of %s failed: %s", path, exc)
-                raise StorageError(f"the log of session {session_id!r} could not be read") from None
-        return lines
-
-
-def _check_page_bounds(since_seq: int, limit: int) -> None:
-    problems = {}
-    if not isinstance(since_seq, int) or isinstance(since_seq, bool) or since_seq < 0:
-        problems["since_seq"] = ["must be an integer >= 0"]
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        problems["limit"] = ["must be an integer >= 1"]
-    if problems:
-        raise ValidationFailed("invalid page bounds", problems)
+        return reads.read_lines(self.segments_dir / session_id, locations)
 
 
 def _checked_index(path: Path) -> Index:
@@ -462,19 +349,6 @@ def _checked_index(path: Path) -> Index:
 def _remove_database(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
-
-
-def _by_segment(locations: list[Location]) -> Iterator[tuple[int, list[tuple[int, int]]]]:
-    group: list[tuple[int, int]] = []
-    current = None
-    for loc in locations:
-        if loc.segment != current and group:
-            yield current, group
-            group = []
-        current = loc.segment
-        group.append((loc.offset, loc.length))
-    if group:
-        yield current, group
 
 
 __all__ = ["AppendResult", "EventStore", "Page", "ReindexReport"]

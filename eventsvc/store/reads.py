@@ -1,0 +1,48 @@
+"""Reading envelopes back: index locations in, the log's own bytes out."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import StorageError, ValidationFailed
+from . import segments
+from .index import Location
+
+log = logging.getLogger(__name__)
+
+
+def check_page_bounds(since_seq: int, limit: int) -> None:
+    problems = {}
+    if not isinstance(since_seq, int) or isinstance(since_seq, bool) or since_seq < 0:
+        problems["since_seq"] = ["must be an integer >= 0"]
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        problems["limit"] = ["must be an integer >= 1"]
+    if problems:
+        raise ValidationFailed("invalid page bounds", problems)
+
+
+def read_lines(session_dir: Path, locations: list[Location]) -> list[bytes]:
+    """The lines at ``locations`` (in their order), one pread per run of neighbours in a segment."""
+    lines: list[bytes] = []
+    for segment, spans in _by_segment(locations):
+        path = session_dir / segments.segment_name(segment)
+        try:
+            lines.extend(segments.read_lines(path, spans))
+        except OSError as exc:
+            log.error("read of %s failed: %s", path, exc)
+            raise StorageError(f"the log of session {session_dir.name!r} could not be read") from None
+    return lines
+
+
+def _by_segment(locations: list[Location]) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+    group: list[tuple[int, int]] = []
+    current = None
+    for loc in locations:
+        if loc.segment != current and group:
+            yield current, group
+            group = []
+        current = loc.segment
+        group.append((loc.offset, loc.length))
+    if group:
+        yield current, group

@@ -25,6 +25,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
     app.json.sort_keys = False
     app.json.ensure_ascii = False
+    # "/api/sessions/x%2F/events" must be a 404, not a redirect that appends to session "x".
+    app.url_map.merge_slashes = False
     app.extensions["eventsvc.store"] = EventStore(
         app.config["DATA_DIR"],
         fsync=app.config["FSYNC"] == "always",

@@ -4,6 +4,7 @@ Tests pass a dict to ``create_app``; the environment fills what the dict leaves 
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -89,18 +90,33 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
     return config
 
 
-def bind_refusal(config: Mapping[str, Any]) -> str | None:
-    """Why the service must not start: an open API bound beyond loopback (None when it may)."""
+def is_loopback(address: str) -> bool:
+    """Whether a gunicorn bind address (``host:port``, ``[v6]:port``, ``unix:path``) stays on this machine."""
+    if address.startswith(("unix:", "fd://")):
+        return True
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other host name may resolve anywhere
+
+
+def bind_refusal(config: Mapping[str, Any], addresses: list[str] | None = None) -> str | None:
+    """Why the service must not start: an open API bound beyond loopback (None when it may).
+
+    ``addresses`` are the final bind addresses (gunicorn's, after its command line); by
+    default EVENTSVC_BIND's.
+    """
     open_api = not (config["API_TOKENS"] or config["READ_TOKENS"] or config["TOKENS_FILE"])
     if not open_api or config["ALLOW_ANONYMOUS"]:
         return None
-    for address in str(config["BIND"]).split(","):
-        address = address.strip()
-        if address.startswith("unix:"):
-            continue
-        host = address.rsplit(":", 1)[0] if ":" in address else address
-        host = host.strip("[]")
-        if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
+    if addresses is None:
+        addresses = [part.strip() for part in str(config["BIND"]).split(",") if part.strip()]
+    for address in addresses:
+        if not is_loopback(address):
             return (f"refusing to serve an open API on {address}: set EVENTSVC_API_TOKENS (or "
                     "EVENTSVC_READ_TOKENS / EVENTSVC_TOKENS_FILE), bind to 127.0.0.1, or set "
                     "EVENTSVC_ALLOW_ANONYMOUS=1 if anyone who can reach it may read and write")

@@ -1,15 +1,16 @@
-"""gunicorn settings for ``make run``, read from the same EVENTSVC_* variables as the app."""
+"""gunicorn settings for ``make run``, read from the same EVENTSVC_* variables as the app.
+
+Worker model: ``gthread``. Each open event stream holds one thread while it waits, so 2
+workers x EVENTSVC_THREADS (128) serve a few hundred watchers while short requests keep
+flowing; a worker learns of other workers' appends from SQLite (see eventsvc.store.watch).
+"""
 import sys
 
 from eventsvc import config as _config
 
 _settings = _config.load()
-_refusal = _config.bind_refusal(_settings)
-if _refusal:
-    print(f"eventsvc: {_refusal}", file=sys.stderr)
-    sys.exit(2)
 
-bind = _settings["BIND"]
+bind = [address.strip() for address in str(_settings["BIND"]).split(",") if address.strip()]
 workers = _settings["WORKERS"]
 worker_class = "gthread"
 threads = _settings["THREADS"]
@@ -20,8 +21,16 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 graceful_timeout = 10
 
 
+def on_starting(server):
+    """Before binding: refuse an open API beyond loopback, whatever set the address (env, --bind, ...)."""
+    refusal = _config.bind_refusal(_settings, list(server.cfg.bind))
+    if refusal:
+        print(f"eventsvc: {refusal}", file=sys.stderr)
+        sys.exit(2)
+
+
 def when_ready(server):
     """Once, in the master: say plainly when the API is open to anyone who can reach it."""
     if not (_settings["API_TOKENS"] or _settings["READ_TOKENS"] or _settings["TOKENS_FILE"]):
         server.log.warning("no EVENTSVC_API_TOKENS, EVENTSVC_READ_TOKENS or EVENTSVC_TOKENS_FILE: "
-                           "the API on %s is open to anyone who can reach it", bind)
+                           "the API on %s is open to anyone who can reach it", ", ".join(server.cfg.bind))

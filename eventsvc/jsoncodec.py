@@ -77,6 +77,8 @@ def loads_strict(body: bytes) -> Any:
         raise BadRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise BadRequest("JSON nests too deeply") from None
+    except ValueError as exc:  # an integer beyond Python's digit limit, for one
+        raise BadRequest(f"unacceptable JSON number: {exc}") from None
 
 
 def dumps_compact(value: Any) -> str:

@@ -33,7 +33,9 @@ def is_valid_id(value: object) -> bool:
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``; fractions only when present, without trailing zeros."""
     moment = moment.astimezone(timezone.utc)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime: its %Y does not pad years before 1000 to four digits.
+    text = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+            f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}")
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")
     return text + "Z"
@@ -186,8 +188,15 @@ class StoredEnvelopeSchema(_EnvelopeRules):
 
 
 _STORED_KEYS = frozenset(ENVELOPE_KEYS)
+_FLAT_JSON = frozenset({str, int, bool, type(None)})
 _registries: dict[int, tuple[EventTypeSet, frozenset[str], frozenset[str]]] = {}
 _valid_dates: dict[str, bool] = {}
+# Session ids, run ids and timestamps repeat from line to line; remembering a few thousand
+# that passed saves their regexes. Validity is a function of the string alone, so this is safe,
+# as long as ids and timestamps are remembered apart ("2026-02-06T10:00:00Z" is a valid id).
+_recent_ids: set[str] = set()
+_recent_timestamps: set[str] = set()
+_RECENT_LIMIT = 4096
 
 
 def _type_names(event_types: EventTypeSet) -> tuple[frozenset[str], frozenset[str]]:
@@ -198,6 +207,12 @@ def _type_names(event_types: EventTypeSet) -> tuple[frozenset[str], frozenset[st
                   frozenset(name for name in event_types if event_types.is_run_scoped(name)))
         _registries[id(event_types)] = cached
     return cached[1], cached[2]
+
+
+def _remember(recent: set[str], value: str) -> None:
+    if len(recent) >= _RECENT_LIMIT:
+        recent.clear()
+    recent.add(value)
 
 
 def _stored_timestamp_is_valid(text: str) -> bool:
@@ -215,7 +230,7 @@ def _stored_timestamp_is_valid(text: str) -> bool:
                 valid = True
             except ValueError:
                 valid = False
-            if len(_valid_dates) > 4096:
+            if len(_valid_dates) > _RECENT_LIMIT:
                 _valid_dates.clear()
             _valid_dates[date] = valid
         return valid and text[11:13] <= "23" and text[14:16] <= "59" and text[17:19] <= "59"
@@ -232,35 +247,56 @@ def stored_envelope_is_valid(obj: Any, event_types: EventTypeSet = EVENT_TYPES) 
     The same rules in plain Python, for the auditor's hot loop: a caller that needs the messages
     loads the schema only for objects this rejects. Exact for anything ``json.loads`` returns
     (tests/test_schemas_fast.py holds the two to agreement); for other Python objects it may say
-    False where the schema would accept (a Mapping that is not a dict, say), never the reverse.
+    False where the schema would accept (a str subclass, a Mapping that is not a dict), never
+    the reverse.
     """
-    if not isinstance(obj, dict) or obj.keys() != _STORED_KEYS:
+    if type(obj) is not dict or obj.keys() != _STORED_KEYS:
         return False
     names, run_scoped = _type_names(event_types)
     name = obj["type"]
-    if not isinstance(name, str) or name not in names:
+    if type(name) is not str or name not in names:
         return False
     timestamp = obj["timestamp"]
-    if not isinstance(timestamp, str) or not _stored_timestamp_is_valid(timestamp):
+    if type(timestamp) is not str:
         return False
-    for key in ("session_id", "event_id"):
-        value = obj[key]
-        if not isinstance(value, str) or _ID.match(value) is None:
+    if timestamp not in _recent_timestamps:
+        if not _stored_timestamp_is_valid(timestamp):
             return False
+        _remember(_recent_timestamps, timestamp)
+    recent = _recent_ids
+    session_id = obj["session_id"]
+    if type(session_id) is not str:
+        return False
+    if session_id not in recent:
+        if _ID.match(session_id) is None:
+            return False
+        _remember(recent, session_id)
     run_id = obj["run_id"]
     if run_id is None:
         if name in run_scoped:
             return False
-    elif not isinstance(run_id, str) or _ID.match(run_id) is None:
+    elif type(run_id) is not str:
+        return False
+    elif run_id not in recent:
+        if _ID.match(run_id) is None:
+            return False
+        _remember(recent, run_id)
+    event_id = obj["event_id"]  # unique per line: not worth remembering
+    if type(event_id) is not str or _ID.match(event_id) is None:
         return False
     seq = obj["seq"]
     if type(seq) is not int or seq < 1:
         return False
     source = obj["source"]
-    if not isinstance(source, str) or not 1 <= len(source) <= MAX_SOURCE_CHARS:
+    if type(source) is not str or not 1 <= len(source) <= MAX_SOURCE_CHARS:
         return False
     payload = obj["payload"]
-    return isinstance(payload, dict) and json_problem(payload) is None
+    if type(payload) is not dict:
+        return False
+    for key, value in payload.items():
+        if type(key) is not str or type(value) not in _FLAT_JSON:
+            return json_problem(payload) is None
+    return True
 
 
 class QueryInteger(fields.Integer):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, json
+import json
+
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from ..errors import EventSvcError
@@ -44,7 +46,9 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
-    response = Response(json.dumps({"error": error}), status=status, mimetype="application/json")
+    # ASCII escapes: details can quote hostile input (a lone surrogate in a key, say) back.
+    body = json.dumps({"error": error}, ensure_ascii=True)
+    response = Response(body, status=status, mimetype="application/json")
     response.headers.update(headers or {})
     return response
 

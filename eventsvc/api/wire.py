@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Request, Response, json
+from flask import Request, Response, current_app, json
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from marshmallow import ValidationError
 
-from ..errors import EventSvcError, ValidationFailed
+from ..errors import BadRequest, EventSvcError, ValidationFailed
 from ..jsoncodec import loads_strict
 from ..schemas import PageQuerySchema, StreamQuerySchema
 from ..store import Page
@@ -27,7 +28,29 @@ def json_body(request: Request) -> Any:
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaType(f"charset must be utf-8, not {charset!r}")
-    return loads_strict(request.get_data(cache=False))
+    return loads_strict(_read_body(request))
+
+
+def _read_body(request: Request) -> bytes:
+    """The raw body, at most MAX_CONTENT_LENGTH bytes, chunked or not; 413 past it, 400 if unreadable."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    try:
+        if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+            return request.get_data(cache=False)
+        # Chunked: werkzeug's limited stream stops quietly at the limit, so count ourselves.
+        stream = request.environ["wsgi.input"]
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = stream.read(min(65536, limit + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise RequestEntityTooLarge()
+    except HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the server's own parser failed on a hostile framing
+        raise BadRequest(f"the request body could not be read ({type(exc).__name__})") from None
 
 
 def page_query(request: Request) -> dict[str, Any]:

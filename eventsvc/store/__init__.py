@@ -6,31 +6,47 @@ the index can always be rebuilt from the segments, never the reverse.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import peewee as pw
 
 from ..errors import RunNotFound, SessionNotFound, StorageError, ValidationFailed
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from . import appends, reads, seals, segments
 from .drafts import Draft, details_for_single, prepare
-from .index import INDEX_FILE, Index, Location, SessionState
+from .index import DRIVER_ERRORS, INDEX_FILE, Index, Location, SessionState, is_corruption, storage_error
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, catch_up, is_consistent
 from .watch import AppendWatcher
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+
+def _translated(method: Callable[..., T]) -> Callable[..., T]:
+    """Driver errors leave the store as StorageFull/StorageError, never as SQLite's own exceptions."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except DRIVER_ERRORS as exc:
+            log.error("index error in %s: %s", method.__name__, exc)
+            raise storage_error(exc, args[0].data_dir) from None
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -77,11 +93,28 @@ class EventStore:
         self._schema = EventInputSchema(event_types=event_types)
         self._locks = Locks(self.data_dir / LOCKS_DIR)
         self.damaged: dict[str, str] = {}
-        self._index = self._open_index()
-        self.watcher = AppendWatcher(self._index.last_seqs, self._index.data_version)
-        self.recover()
+        self._opened: Index | None = None
+        self._opening = threading.Lock()
+        self.watcher = AppendWatcher(lambda ids: self._index.last_seqs(ids), lambda: self._index.data_version())
+        try:
+            self._index  # noqa: B018 - open and recover now, so the first request does not pay for it
+        except StorageError as exc:
+            # A full or failing disk must not stop the service from starting: every call
+            # answers 507/503 until the index opens, and then recovery runs as usual.
+            log.error("the index cannot be opened yet (%s); will retry on each request", exc.message)
 
     # -- opening and recovery ----------------------------------------------------------------
+
+    @property
+    def _index(self) -> Index:
+        """The open index; opens it (and recovers the sessions) on first use, raising StorageError if it can't."""
+        if self._opened is None:
+            with self._opening:
+                if self._opened is None:
+                    index = self._open_index()
+                    self._opened = index
+                    self.recover()
+        return self._opened
 
     def _open_index(self) -> Index:
         """Open the index; a corrupt or foreign one is moved aside and rebuilt from the log.
@@ -92,12 +125,15 @@ class EventStore:
         path = self.data_dir / INDEX_FILE
         try:
             return _checked_index(path)
-        except pw.DatabaseError:
-            pass
+        except DRIVER_ERRORS as exc:
+            if not is_corruption(exc):
+                raise storage_error(exc, self.data_dir) from None  # a full or failing disk: never move it aside
         with self._locks.store(exclusive=True):
             try:
                 return _checked_index(path)  # another process may have repaired it meanwhile
-            except pw.DatabaseError as exc:
+            except DRIVER_ERRORS as exc:
+                if not is_corruption(exc):
+                    raise storage_error(exc, self.data_dir) from None
                 stamp = time.strftime("%Y%m%dT%H%M%S")
                 log.error("index %s is unusable (%s); moving it aside and rebuilding from the log", path, exc)
                 for suffix in ("", "-wal", "-shm"):
@@ -140,7 +176,8 @@ class EventStore:
 
     def close(self) -> None:
         self.watcher.close()
-        self._index.close()
+        if self._opened is not None:
+            self._opened.close()
 
     def session_ids(self) -> list[str]:
         """Every session with a folder in the log, sorted."""
@@ -149,6 +186,7 @@ class EventStore:
 
     # -- operations --------------------------------------------------------------------------
 
+    @_translated
     def reindex(self, *, wait_seconds: float = 10.0) -> ReindexReport:
         """Rebuild the index from the segments into a new file, then swap its rows in atomically.
 
@@ -176,6 +214,7 @@ class EventStore:
             self.damaged = damaged
         return ReindexReport(events, sessions, time.monotonic() - started, damaged)
 
+    @_translated
     def seal_active(self, session_id: str) -> dict[str, Any] | None:
         """Seal what the session's active segment holds so far (for shipping a folder); None if empty."""
         if not is_valid_id(session_id):
@@ -208,6 +247,7 @@ class EventStore:
         """Append a batch atomically (all or none); returns the stored envelopes in input order."""
         return self.append_batch(session_id, events, default_source=default_source).events
 
+    @_translated
     def append_batch(self, session_id: str, events: Sequence[dict[str, Any]], *,
                      default_source: str = "api") -> AppendResult:
         """``append_many`` that also says how many events were new (the API answers 200 or 201 by it)."""
@@ -272,6 +312,7 @@ class EventStore:
 
     # -- reads -------------------------------------------------------------------------------
 
+    @_translated
     def read_page(self, session_id: str, *, run_id: str | None = None, since_seq: int = 0,
                   limit: int = 100) -> Page:
         """Envelopes with ``seq > since_seq`` in seq order, as the log's bytes.
@@ -286,6 +327,7 @@ class EventStore:
         locations = locations[:limit]
         return Page(session_id, self._read_lines(session_id, locations), [loc.seq for loc in locations], has_more)
 
+    @_translated
     def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100) -> Page:
         """A page of one run's events, found without knowing its session. Raises RunNotFound."""
         session_id = self._index.run_session(run_id) if is_valid_id(run_id) else None
@@ -293,10 +335,12 @@ class EventStore:
             raise RunNotFound(f"run {run_id!r} not found")
         return self.read_page(session_id, run_id=run_id, since_seq=since_seq, limit=limit)
 
+    @_translated
     def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
         """The aggregated view: every event of the session after ``since_seq``, run events included."""
         return self._envelopes(session_id, None, since_seq, limit)
 
+    @_translated
     def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
         """Only ``run_id``'s events after ``since_seq``, with their session-level seqs, in seq order."""
         return self._envelopes(session_id, run_id, since_seq, limit)
@@ -306,6 +350,7 @@ class EventStore:
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit)
         return self._read_envelopes(session_id, locations)
 
+    @_translated
     def wait_for_events(self, session_id: str, after_seq: int, timeout: float) -> int:
         """Block until the session has an event after ``after_seq`` (or ``timeout`` passes); returns its last seq.
 
@@ -314,14 +359,17 @@ class EventStore:
         """
         return self.watcher.wait(session_id, after_seq, timeout)
 
+    @_translated
     def last_seq(self, session_id: str) -> int:
         state = self._index.session_state(session_id)
         return state.last_seq if state else 0
 
+    @_translated
     def run_terminal_seq(self, session_id: str, run_id: str) -> int | None:
         """Seq of the run's terminal event (run_completed, run_failed, run_cancelled), if it has one."""
         return self._index.first_of_types(session_id, run_id, RUN_TERMINAL_TYPES)
 
+    @_translated
     def run_session(self, run_id: str) -> str | None:
         """The session a run belongs to, or None for an unknown run."""
         return self._index.run_session(run_id)
@@ -340,7 +388,7 @@ def _checked_index(path: Path) -> Index:
     index = Index(path)
     try:
         index.db.execute_sql("SELECT count(*) FROM session LIMIT 1").fetchone()
-    except pw.DatabaseError:
+    except DRIVER_ERRORS:
         index.close()
         raise
     return index

@@ -9,15 +9,45 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+import shutil
+import sqlite3
 from pathlib import Path
 
 import peewee as pw
 
-from ..errors import RunSessionConflict
+from ..errors import RunSessionConflict, StorageError, StorageFull
 
 INDEX_FILE = "index.sqlite3"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
+
+
+DRIVER_ERRORS = (pw.DatabaseError, sqlite3.DatabaseError)
+FULL_BELOW_BYTES = 256 * 1024
+_CORRUPTION = ("file is not a database", "malformed", "index schema version")
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether a driver error says the file is not a usable index (as opposed to a full or busy disk)."""
+    return any(sign in str(exc) for sign in _CORRUPTION)
+
+
+def storage_error(exc: BaseException, where: Path) -> StorageError:
+    """The driver's error in the service's terms: a full disk is 507, anything else 503.
+
+    SQLite reports a full disk as "disk I/O error" when it fails to create its WAL or
+    shared-memory file, so the free space is asked as well.
+    """
+    if "full" in str(exc).lower() or _nearly_full(where):
+        return StorageFull("no space left on the device holding the index")
+    return StorageError(f"the index could not be used ({exc})")
+
+
+def _nearly_full(where: Path) -> bool:
+    try:
+        return shutil.disk_usage(where).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ lock of the store is held while a reader waits or writes to a slow client.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
 DEFAULT_POLL_INTERVAL = 0.05
+log = logging.getLogger(__name__)
 
 
 class AppendWatcher:
@@ -67,6 +69,14 @@ class AppendWatcher:
             self._poller.start()
 
     def _poll(self) -> None:
+        while not self._closed:
+            try:
+                self._poll_forever()
+            except Exception:  # noqa: BLE001 - a full or busy disk must not end the watching
+                log.exception("append watcher: polling the index failed; retrying")
+                time.sleep(1.0)
+
+    def _poll_forever(self) -> None:
         version = None
         while not self._closed:
             time.sleep(self.poll_interval)

@@ -117,6 +117,57 @@ def seal(data_dir: Path, session_ids: tuple[str, ...]) -> None:
 # -- audit (section owned by the audit work) -----------------------------------------------------
 
 
+@main.command("audit")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path), metavar="[PATH]...")
+@data_dir_option
+@format_option
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on errors.")
+@click.option("--index", "check_index", is_flag=True,
+              help="Also compare index.sqlite3 (opened read-only) with the logs.")
+@one_line_errors
+def audit_command(paths: tuple[Path, ...], data_dir: Path, output_format: str, strict: bool,
+                  check_index: bool) -> None:
+    """Check that logs are whole and untampered, from the files alone (no index, no server).
+
+    PATH is a data folder, one session's folder, or .jsonl segment files (default: the data
+    folder). Prints `path:line: CODE: message` for each finding (line 0: the whole file), then
+    a summary. Exit 0 when clean (warnings and information allowed), 1 on errors (or warnings
+    with --strict), 2 on a usage or I/O error.
+    """
+    from .audit import ERROR, INFO, WARNING, CODES, plan_audit, run_audit
+
+    plan = plan_audit(list(paths) or [data_dir])
+    stdout = click.get_text_stream("stdout")
+    separator = ""
+    if output_format == "json":
+        stdout.write('{"findings": [')
+
+    def report(finding) -> None:
+        nonlocal separator
+        if output_format == "json":
+            stdout.write(separator + "\n  " + json.dumps(finding.as_dict(), ensure_ascii=False))
+            separator = ","
+        else:
+            stdout.write(f"{finding}\n")
+
+    with _segment_progress(lambda: plan.segment_count, "audit") as advance:
+        summary = run_audit(plan, check_index=check_index, on_finding=report, on_segment=advance)
+    failed = summary.count(ERROR) > 0 or (strict and summary.count(WARNING) > 0)
+    exit_code = EXIT_FINDINGS if failed else EXIT_CLEAN
+    if output_format == "json":
+        stdout.write(f'{chr(10) if separator else ""}],\n"summary": {json.dumps(summary.as_dict())},\n'
+                     f'"exit_code": {exit_code}}}\n')
+    else:
+        stdout.write(f"{'' if not summary.findings else chr(10)}audited {summary.sessions} sessions, "
+                     f"{summary.segments} segments, {summary.events} events, {summary.runs} runs, "
+                     f"{summary.bytes} bytes: {summary.count(ERROR)} errors, {summary.count(WARNING)} warnings, "
+                     f"{summary.count(INFO)} information\n")
+        for code, count in sorted(summary.findings.items()):
+            stdout.write(f"  {code:<26} {count:>8}  {CODES[code][0]}\n")
+    stdout.flush()
+    sys.exit(exit_code)
+
+
 # -- export and stats (section owned by the export/stats work) -------------------------------------
 
 

@@ -14,6 +14,9 @@ bind = [address.strip() for address in str(_settings["BIND"]).split(",") if addr
 workers = _settings["WORKERS"]
 worker_class = "gthread"
 threads = _settings["THREADS"]
+# A gthread worker accepts up to worker_connections (default 1000) but serves only `threads` at
+# once: more would let one worker take streams it cannot serve while the other idles.
+worker_connections = threads
 loglevel = _settings["LOG_LEVEL"]
 accesslog = "-"
 # No Authorization header, no body, no query string: only what an operator needs to follow traffic.

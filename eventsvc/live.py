@@ -83,6 +83,7 @@ def subscribe(store: EventStore, session_id: str, *, run_id: str | None, since_s
     ``until_seq`` is reached. Holds no lock while the consumer is slow.
     """
     cursor = since_seq
+    last_sent = time.monotonic()
     while True:
         known_last = store.last_seq(session_id)
         page = store.read_page(session_id, run_id=run_id, since_seq=cursor, limit=HISTORY_PAGE)
@@ -92,6 +93,7 @@ def subscribe(store: EventStore, session_id: str, *, run_id: str | None, since_s
                 return
             event_type = json.loads(line)["type"]
             yield Delivery(seq, event_type, line)
+            last_sent = time.monotonic()
             cursor = seq
             if run_id is not None and event_type in RUN_TERMINAL_TYPES:
                 yield End("terminal", seq)
@@ -107,8 +109,13 @@ def subscribe(store: EventStore, session_id: str, *, run_id: str | None, since_s
         if run_id is not None and _run_ended_before(store, session_id, run_id, cursor):
             yield End("terminal", cursor)
             return
-        if store.wait_for_events(session_id, max(known_last, cursor), keepalive) <= max(known_last, cursor):
+        # Keepalives count from the last byte sent, not from the last event in the session: a
+        # run's stream stays quiet while other runs keep its session busy.
+        quiet_for = time.monotonic() - last_sent
+        if quiet_for >= keepalive:
             yield KeepAlive()
+            last_sent, quiet_for = time.monotonic(), 0.0
+        store.wait_for_events(session_id, max(known_last, cursor), keepalive - quiet_for)
 
 
 def _run_ended_before(store: EventStore, session_id: str, run_id: str, cursor: int) -> bool:

@@ -299,6 +299,73 @@ def stored_envelope_is_valid(obj: Any, event_types: EventTypeSet = EVENT_TYPES) 
     return True
 
 
+_INPUT_KEYS = frozenset(ENVELOPE_KEYS)
+_MISSING = object()
+
+
+def load_event_input(obj: Any, event_types: EventTypeSet = EVENT_TYPES) -> dict[str, Any] | None:
+    """What ``EventInputSchema(event_types=event_types).load(obj)`` returns, for the common case.
+
+    Plain Python for the append hot path. It answers only when it is sure: None means "ask the
+    schema", which stays the one source of truth for the rules and the only one to word an error
+    (tests/test_schemas_fast.py holds the two to agreement).
+    """
+    if type(obj) is not dict or "type" not in obj or not obj.keys() <= _INPUT_KEYS:
+        return None
+    names, run_scoped = _type_names(event_types)
+    name = obj["type"]
+    if type(name) is not str or name not in names:
+        return None
+    loaded: dict[str, Any] = {"type": name}
+    timestamp = obj.get("timestamp", _MISSING)
+    if timestamp is _MISSING:
+        loaded["timestamp"] = None
+    elif type(timestamp) is str:
+        try:
+            loaded["timestamp"] = format_timestamp(parse_timestamp(timestamp))
+        except (ValueError, OverflowError):
+            return None
+    else:
+        return None
+    for key in ("session_id", "event_id"):
+        value = obj.get(key, _MISSING)
+        if value is _MISSING:
+            loaded[key] = None
+        elif type(value) is str and _ID.match(value) is not None:
+            loaded[key] = value
+        else:
+            return None
+    run_id = obj.get("run_id")
+    if run_id is None:
+        if name in run_scoped:
+            return None
+    elif type(run_id) is not str or _ID.match(run_id) is None:
+        return None
+    loaded["run_id"] = run_id
+    seq = obj.get("seq", _MISSING)
+    if seq is _MISSING:
+        loaded["seq"] = None
+    elif type(seq) is int and seq >= 1:
+        loaded["seq"] = seq
+    else:
+        return None
+    source = obj.get("source", _MISSING)
+    if source is _MISSING:
+        loaded["source"] = None
+    elif type(source) is str and 1 <= len(source) <= MAX_SOURCE_CHARS:
+        loaded["source"] = source
+    else:
+        return None
+    payload = obj.get("payload", _MISSING)
+    if payload is _MISSING:
+        loaded["payload"] = {}
+    elif type(payload) is dict and json_problem(payload) is None:
+        loaded["payload"] = payload
+    else:
+        return None
+    return loaded
+
+
 class QueryInteger(fields.Integer):
     """Plain decimal digits only: int() would also take ' 5', '+5' and '5_000'."""
 

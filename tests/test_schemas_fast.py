@@ -216,3 +216,58 @@ def test_registry_extras_count_and_are_not_run_scoped():
     extras = REGISTRIES["with extras"]
     assert stored_envelope_is_valid(stored(type="deploy_note"), extras)
     assert not stored_envelope_is_valid(stored(type="deploy_note"), EVENT_TYPES)
+
+
+# -- the append hot path: load_event_input ------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from eventsvc.schemas import EventInputSchema, load_event_input  # noqa: E402
+
+_INPUT_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-3, max_value=10**6), st.floats(allow_nan=True),
+    st.sampled_from(["user_message", "run_started", "deploy_note", "", "a" * 129, "s1", "r-1", ".x", "a/b",
+                     "2026-02-06T12:00:00+02:00", "2026-02-06T10:00:00Z", "0999-01-01T00:00:00.5Z",
+                     "2026-13-01T00:00:00Z", "2026-02-06T10:00:00", "x" * 64, "x" * 65]),
+    st.text(max_size=12),
+    st.dictionaries(st.text(max_size=4), st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=4)),
+                    max_size=3),
+    st.lists(st.integers(), max_size=2),
+)
+_INPUT_OBJECTS = st.dictionaries(
+    st.sampled_from(["type", "timestamp", "session_id", "run_id", "seq", "source", "event_id", "payload", "extra"]),
+    _INPUT_VALUES, max_size=8)
+
+
+def _schema_load(obj):
+    try:
+        return EventInputSchema().load(obj)
+    except Exception:  # noqa: BLE001 - any rejection counts
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(_INPUT_OBJECTS)
+def test_fast_input_load_equals_the_schema_whenever_it_answers(obj):
+    fast = load_event_input(obj)
+    if fast is not None:
+        assert fast == _schema_load(obj), obj
+
+
+@pytest.mark.parametrize("obj", [
+    {"type": "user_message"},
+    {"type": "run_started", "run_id": "r1", "payload": {"phase": "x", "n": 1.5, "deep": {"a": [1, None]}}},
+    {"type": "status", "timestamp": "2026-02-06T12:00:00.120+02:00", "session_id": "s1", "seq": 3,
+     "source": "agent", "event_id": "e-1", "run_id": None},
+])
+def test_common_inputs_take_the_fast_path_and_match_the_schema(obj):
+    assert load_event_input(obj) is not None
+    assert load_event_input(obj) == EventInputSchema().load(obj)
+
+
+@pytest.mark.parametrize("obj", [
+    {"type": "run_started"}, {"type": "nope"}, {"type": "status", "payload": "x"}, {"type": "status", "seq": True},
+    {"type": "status", "source": None}, {"type": "status", "extra": 1}, {"type": "status", "timestamp": "yesterday"},
+])
+def test_inputs_the_schema_rejects_are_left_to_the_schema(obj):
+    assert load_event_input(obj) is None

@@ -85,6 +85,7 @@ class EventStore:
         self.data_dir = Path(data_dir)
         self.segments_dir = self.data_dir / segments.SEGMENTS_DIR
         self.segments_dir.mkdir(parents=True, exist_ok=True)
+        self._segments_root = str(self.segments_dir)  # the hot path joins strings, not Paths
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self.max_event_bytes = max_event_bytes
@@ -159,13 +160,12 @@ class EventStore:
 
     def _caught_up(self, session_id: str) -> SessionState | None:
         """The session's checkpoint, after repairing the tail if the log moved. Caller holds the lock."""
-        session_dir = self.segments_dir / session_id
         state = self._index.session_state(session_id)
-        if is_consistent(state, session_dir):
+        if is_consistent(state, os.path.join(self._segments_root, session_id)):
             self.damaged.pop(session_id, None)  # an operator may have mended the log meanwhile
             return state
         try:
-            state = catch_up(self._index, session_dir, session_id)
+            state = catch_up(self._index, self.segments_dir / session_id, session_id)
         except Unindexable as exc:
             self.damaged[session_id] = exc.message
             log.error("session %s needs an operator: %s", session_id, exc.message)

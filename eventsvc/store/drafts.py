@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 
 from ..errors import ValidationFailed
 from ..jsoncodec import canonical, dumps_compact
-from ..schemas import ID_RULE, EventInputSchema, format_timestamp, is_valid_id
+from ..schemas import ID_RULE, EventInputSchema, format_timestamp, is_valid_id, load_event_input
 
 
 @dataclass
@@ -53,10 +53,12 @@ def prepare(session_id: str, events: Sequence[Any], *, schema: EventInputSchema,
     """Validate a batch in one pass; raises ValidationFailed (details keyed by batch index) or nothing."""
     if not is_valid_id(session_id):
         raise ValidationFailed("invalid session_id", {"session_id": [ID_RULE]})
-    try:
-        loaded = schema.load(list(events), many=True)
-    except ValidationError as exc:
-        raise ValidationFailed("invalid event", exc.messages) from None
+    loaded = [load_event_input(event, schema.event_types) for event in events]
+    if any(item is None for item in loaded):
+        try:
+            loaded = schema.load(list(events), many=True)
+        except ValidationError as exc:
+            raise ValidationFailed("invalid event", exc.messages) from None
     now = format_timestamp(datetime.now(timezone.utc))
     drafts: list[Draft] = []
     errors: dict[int, dict[str, list[str]]] = {}

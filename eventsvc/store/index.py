@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -60,8 +62,9 @@ class SessionState:
     end_offset: int  # byte offset just past the last indexed line in that segment
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):
+    """Where one event's line is: a tuple, because pages build a hundred of them per request."""
+
     seq: int
     segment: int
     offset: int
@@ -158,6 +161,9 @@ class Index:
                 raise pw.DatabaseError(f"index schema version {version} is not {SCHEMA_VERSION}")
             self.db.create_tables([self.Event, self.Run, self.Session, self.PendingBatch], safe=True)
             self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Peewee writes the page queries once; building them anew costs more than running them.
+        self._session_page_sql = self._compiled_page_query(run_id=None)
+        self._run_page_sql = self._compiled_page_query(run_id="")
 
     def close(self) -> None:
         if not self.db.is_closed():
@@ -172,9 +178,9 @@ class Index:
         return SessionState(session_id, *row) if row else None
 
     def last_seqs(self, session_ids: list[str]) -> dict[str, int]:
-        Session = self.Session
-        query = Session.select(Session.session_id, Session.last_seq).where(Session.session_id.in_(session_ids))
-        return dict(query.tuples())
+        return dict(self.db.execute_sql(
+            "SELECT session_id, last_seq FROM session WHERE session_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(session_ids),)))
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (SQLite's cheap change counter)."""
@@ -187,15 +193,28 @@ class Index:
 
     def _page_query(self, session_id: str, run_id: str | None, since_seq: int, limit: int) -> pw.Select:
         Event = self.Event
-        query = Event.select(Event.seq, Event.segment, Event.offset, Event.length).where(
-            (Event.session_id == session_id) & (Event.seq > since_seq))
+        conditions = [Event.session_id == session_id]
         if run_id is not None:
-            query = query.where(Event.run_id == run_id)
+            conditions.append(Event.run_id == run_id)
+        conditions.append(Event.seq > since_seq)
+        query = Event.select(Event.seq, Event.segment, Event.offset, Event.length).where(*conditions)
         return query.order_by(Event.seq).limit(limit)
+
+    def _compiled_page_query(self, *, run_id: str | None) -> str:
+        """The page query's SQL, its parameters in the order (session_id[, run_id], since_seq, limit)."""
+        sql, params = self._page_query("\x00session", None if run_id is None else "\x00run", -7, -9).sql()
+        expected = ["\x00session", -7, -9] if run_id is None else ["\x00session", "\x00run", -7, -9]
+        if params != expected:
+            raise AssertionError(f"page query parameters changed order: {params!r}")
+        return sql
 
     def page(self, session_id: str, run_id: str | None, *, since_seq: int, limit: int) -> list[Location]:
         """Up to ``limit`` locations after ``since_seq`` in seq order (a run's only, when run_id is given)."""
-        return [Location(*row) for row in self._page_query(session_id, run_id, since_seq, limit).tuples()]
+        if run_id is None:
+            rows = self.db.execute_sql(self._session_page_sql, (session_id, since_seq, limit))
+        else:
+            rows = self.db.execute_sql(self._run_page_sql, (session_id, run_id, since_seq, limit))
+        return list(map(Location._make, rows))
 
     def first_of_types(self, session_id: str, run_id: str, types: Iterable[str]) -> int | None:
         """Seq of the run's first event with one of ``types`` (None when it has none)."""
@@ -215,27 +234,31 @@ class Index:
         return Location(*row) if row else None
 
     def locations_of(self, session_id: str, event_ids: Sequence[str]) -> dict[str, Location]:
-        Event = self.Event
-        found: dict[str, Location] = {}
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start:start + 500]
-            query = Event.select(Event.event_id, Event.seq, Event.segment, Event.offset, Event.length).where(
-                (Event.session_id == session_id) & Event.event_id.in_(chunk))
-            for event_id, *where in query.tuples():
-                found[event_id] = Location(*where)
-        return found
+        """Where each of ``event_ids`` is stored in the session (ids not stored are left out).
+
+        Every append asks this, so it is one fixed statement with the ids as one JSON array, and
+        it names its index: without statistics SQLite would scan the session's primary key.
+        """
+        if not event_ids:
+            return {}
+        rows = self.db.execute_sql(
+            'SELECT event_id, seq, segment, "offset", length FROM event INDEXED BY idx_session_event_id'
+            " WHERE session_id = ? AND event_id IN (SELECT value FROM json_each(?))",
+            (session_id, json.dumps(list(event_ids))))
+        return {event_id: Location(*where) for event_id, *where in rows}
 
     def run_owners(self, run_ids: Iterable[str]) -> dict[str, str]:
-        Run = self.Run
+        """The owning session of each run in ``run_ids`` that has one."""
         run_ids = list(run_ids)
-        owners: dict[str, str] = {}
-        for start in range(0, len(run_ids), 500):
-            query = Run.select(Run.run_id, Run.session_id).where(Run.run_id.in_(run_ids[start:start + 500]))
-            owners.update(dict(query.tuples()))
-        return owners
+        if not run_ids:
+            return {}
+        return dict(self.db.execute_sql(
+            "SELECT run_id, session_id FROM run WHERE run_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(run_ids),)))
 
     def run_session(self, run_id: str) -> str | None:
-        return self.run_owners([run_id]).get(run_id)
+        row = self.db.execute_sql("SELECT session_id FROM run WHERE run_id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
 
     def pending_batch(self, session_id: str) -> tuple[int, int, int] | None:
         """(segment, offset, end) of a batch append that was written but never committed."""
@@ -328,5 +351,6 @@ class Index:
 
     def query_plan(self, session_id: str, run_id: str | None, *, since_seq: int = 0, limit: int = 100) -> str:
         """SQLite's plan for a page query, for tests and the curious."""
-        sql, params = self._page_query(session_id, run_id, since_seq, limit).sql()
+        sql = self._session_page_sql if run_id is None else self._run_page_sql
+        params = (session_id, since_seq, limit) if run_id is None else (session_id, run_id, since_seq, limit)
         return " | ".join(row[3] for row in self.db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))

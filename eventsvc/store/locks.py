@@ -22,10 +22,12 @@ class Locks:
     def __init__(self, lock_dir: Path) -> None:
         lock_dir.mkdir(parents=True, exist_ok=True)
         self.lock_dir = lock_dir
+        self._prefix = os.path.join(lock_dir, "")
+        self._store_lock = os.path.join(lock_dir, "store.lock")
 
     def session(self, session_id: str) -> AbstractContextManager[None]:
         """Exclusive right to append to (or repair) one session."""
-        return _flock(self.lock_dir / f"{session_id}.lock", fcntl.LOCK_EX)
+        return _flock(f"{self._prefix}{session_id}.lock", fcntl.LOCK_EX)
 
     def store(self, *, exclusive: bool, wait: bool = True,
               patience: float = 0.0) -> AbstractContextManager[None]:
@@ -34,11 +36,11 @@ class Locks:
         With ``wait=False`` it tries for ``patience`` seconds, then raises StoreBusy.
         """
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        return _flock(self.lock_dir / "store.lock", mode, None if wait else patience)
+        return _flock(self._store_lock, mode, None if wait else patience)
 
 
 @contextmanager
-def _flock(path: Path, mode: int, patience: float | None = None) -> Iterator[None]:
+def _flock(path: str, mode: int, patience: float | None = None) -> Iterator[None]:
     """Hold ``flock(mode)`` on ``path``; ``patience`` None waits for ever, else at most that long."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -53,7 +55,7 @@ def _flock(path: Path, mode: int, patience: float | None = None) -> Iterator[Non
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise StoreBusy("another process is using the store (appends or a reindex are in "
-                                        f"progress; {path.name} is locked); try again later") from None
+                                        f"progress; {os.path.basename(path)} is locked); try again later") from None
                     time.sleep(0.05)
         yield
     finally:

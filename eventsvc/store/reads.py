@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 
 from ..errors import StorageError, ValidationFailed
@@ -23,26 +24,14 @@ def check_page_bounds(since_seq: int, limit: int) -> None:
 
 
 def read_lines(session_dir: Path, locations: list[Location]) -> list[bytes]:
-    """The lines at ``locations`` (in their order), one pread per run of neighbours in a segment."""
+    """The lines at ``locations`` (in their order), one pread per segment touched."""
     lines: list[bytes] = []
-    for segment, spans in _by_segment(locations):
+    for segment, group in groupby(locations, key=attrgetter("segment")):
+        spans = list(group)
         path = session_dir / segments.segment_name(segment)
         try:
-            lines.extend(segments.read_lines(path, spans))
+            lines.extend(segments.read_lines(path, [loc.offset for loc in spans], [loc.length for loc in spans]))
         except OSError as exc:
             log.error("read of %s failed: %s", path, exc)
             raise StorageError(f"the log of session {session_dir.name!r} could not be read") from None
     return lines
-
-
-def _by_segment(locations: list[Location]) -> Iterator[tuple[int, list[tuple[int, int]]]]:
-    group: list[tuple[int, int]] = []
-    current = None
-    for loc in locations:
-        if loc.segment != current and group:
-            yield current, group
-            group = []
-        current = loc.segment
-        group.append((loc.offset, loc.length))
-    if group:
-        yield current, group

@@ -44,14 +44,15 @@ class _Pending:
     event_ids: set[str] = field(default_factory=set)
 
 
-def is_consistent(state: SessionState | None, session_dir: Path) -> bool:
-    """Whether the log ends exactly where the checkpoint says (two stats, no reads)."""
+def is_consistent(state: SessionState | None, session_dir: str | Path) -> bool:
+    """Whether the log ends exactly where the checkpoint says (two stats, no reads; every append asks)."""
     if state is None:
-        return not segments.list_bases(session_dir)
-    if segments.file_size(session_dir / segments.segment_name(state.segment)) != state.end_offset:
+        return not segments.list_bases(Path(session_dir))
+    directory = os.fspath(session_dir)
+    if segments.file_size(os.path.join(directory, segments.segment_name(state.segment))) != state.end_offset:
         return False
     following = state.last_seq + 1
-    return following == state.segment or not (session_dir / segments.segment_name(following)).exists()
+    return following == state.segment or not os.path.exists(os.path.join(directory, segments.segment_name(following)))
 
 
 def catch_up(index: Index, session_dir: Path, session_id: str) -> SessionState | None:

@@ -35,7 +35,7 @@ def list_bases(session_dir: Path) -> list[int]:
     return sorted(base for base in map(parse_base, names) if base is not None)
 
 
-def file_size(path: Path) -> int:
+def file_size(path: str | Path) -> int:
     """Size in bytes; a missing file counts as empty."""
     try:
         return os.stat(path).st_size
@@ -125,30 +125,36 @@ def read_exact(fd: int, offset: int, length: int) -> bytes:
     return data
 
 
-def read_lines(path: Path, spans: list[tuple[int, int]]) -> list[bytes]:
-    """The lines at ``(offset, length)`` spans of one segment, in order, without their newlines.
+def read_lines(path: Path, offsets: list[int], lengths: list[int]) -> list[bytes]:
+    """The lines at ``offsets`` (each ``lengths`` long, newline included) of one segment, in order,
+    without their newlines.
 
-    Neighbouring spans are read with one pread; a span that does not end in a newline means
-    the file changed under the index, and raises OSError(EIO).
+    Lines that follow each other (a session's page) come from one pread and one split; lines
+    spread over a small stretch (a run's page) from one pread and slices. A line that does not
+    end in a newline means the file changed under the index, and raises OSError(EIO).
     """
-    lines: list[bytes] = []
+    first, end = offsets[0], offsets[-1] + lengths[-1]
+    wanted = sum(lengths)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        first = spans[0][0]
-        last = spans[-1][0] + spans[-1][1]
-        wanted = sum(length for _, length in spans)
-        if last - first <= max(wanted * 4, 256 * 1024):
-            block = read_exact(fd, first, last - first)
-            pieces = [block[offset - first: offset - first + length] for offset, length in spans]
+        if end - first == wanted or end - first <= max(wanted * 4, 256 * 1024):
+            block = read_exact(fd, first, end - first)
+            if len(block) != end - first or not block.endswith(b"\n"):
+                raise OSError(errno.EIO, f"{path} at byte {first}: the indexed lines are not in the log")
+            if end - first == wanted:
+                lines = block[:-1].split(b"\n")
+                if len(lines) == len(offsets):
+                    return lines
+                raise OSError(errno.EIO, f"{path} at byte {first}: the indexed lines are not in the log")
+            pieces = [block[offset - first: offset - first + length] for offset, length in zip(offsets, lengths)]
         else:
-            pieces = [read_exact(fd, offset, length) for offset, length in spans]
+            pieces = [read_exact(fd, offset, length) for offset, length in zip(offsets, lengths)]
     finally:
         os.close(fd)
-    for (offset, length), piece in zip(spans, pieces):
-        if len(piece) != length or not piece.endswith(b"\n"):
+    for offset, length, piece in zip(offsets, lengths, pieces):
+        if len(piece) != length or piece[-1:] != b"\n":
             raise OSError(errno.EIO, f"{path} at byte {offset}: the indexed line is not in the log")
-        lines.append(piece[:-1])
-    return lines
+    return [piece[:-1] for piece in pieces]
 
 
 def scan(path: Path, start: int = 0) -> Iterator[tuple[int, bytes, bool]]:

@@ -271,3 +271,26 @@ def test_common_inputs_take_the_fast_path_and_match_the_schema(obj):
 ])
 def test_inputs_the_schema_rejects_are_left_to_the_schema(obj):
     assert load_event_input(obj) is None
+
+
+# -- the read hot path: load_page_query ---------------------------------------------------------
+
+from eventsvc.schemas import PageQuerySchema, load_page_query  # noqa: E402
+
+_QUERY_VALUES = st.one_of(st.sampled_from(["0", "1", "100", "1000", "1001", "60", "61", "00", "-1", "1.5", " 1",
+                                           "+1", "1_0", "٣", "", "abc", "9" * 19, "0.5"]), st.text(max_size=4))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["since_seq", "limit", "wait", "other"]), _QUERY_VALUES, max_size=4))
+def test_fast_query_load_equals_the_schema_whenever_it_answers(args):
+    fast = load_page_query(args)
+    if fast is not None:
+        assert fast == PageQuerySchema().load(args), args
+
+
+def test_plain_queries_take_the_fast_path():
+    assert load_page_query({}) == {"since_seq": 0, "limit": 100, "wait": 0.0}
+    assert load_page_query({"since_seq": "5", "limit": "1000", "wait": "60"}) == {"since_seq": 5, "limit": 1000,
+                                                                                  "wait": 60.0}
+    assert load_page_query({"limit": "0"}) is None and load_page_query({"x": "1"}) is None

@@ -14,7 +14,10 @@ bp = Blueprint("runs", __name__, url_prefix="/api/runs")
 def run_events(run_id: str):
     query = page_query(request)
     event_store = store()
-    session_id = resolve(event_store, session_id=None, run_id=run_id, wait=query["wait"])
-    page = long_poll(event_store, session_id, run_id=run_id, since_seq=query["since_seq"],
-                     limit=query["limit"], wait=query["wait"])
+    if not query["wait"]:
+        page = event_store.read_run_page(run_id, since_seq=query["since_seq"], limit=query["limit"])
+    else:
+        session_id = resolve(event_store, session_id=None, run_id=run_id, wait=query["wait"])
+        page = long_poll(event_store, session_id, run_id=run_id, since_seq=query["since_seq"],
+                         limit=query["limit"], wait=query["wait"])
     return page_response(page, query["since_seq"], run_id=run_id)

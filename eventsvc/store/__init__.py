@@ -125,13 +125,13 @@ class EventStore:
         """
         path = self.data_dir / INDEX_FILE
         try:
-            return _checked_index(path)
+            return _checked_index(path, self._locks)
         except DRIVER_ERRORS as exc:
             if not is_corruption(exc):
                 raise storage_error(exc, self.data_dir) from None  # a full or failing disk: never move it aside
         with self._locks.store(exclusive=True):
             try:
-                return _checked_index(path)  # another process may have repaired it meanwhile
+                return _checked_index(path, self._locks)  # another process may have repaired it meanwhile
             except DRIVER_ERRORS as exc:
                 if not is_corruption(exc):
                     raise storage_error(exc, self.data_dir) from None
@@ -141,7 +141,7 @@ class EventStore:
                     old = path.with_name(path.name + suffix)
                     if old.exists():
                         old.rename(old.with_name(f"{old.name}.corrupt-{stamp}"))
-                return Index(path)
+                return Index(path, write_lock=self._locks.index_writer)
 
     def recover(self) -> None:
         """Catch every session's index up with its log (cheap: two stats per clean session)."""
@@ -262,7 +262,7 @@ class EventStore:
 
     def _append_locked(self, session_id: str, drafts: list[Draft], state: SessionState | None) -> AppendResult:
         stored = self._index.locations_of(session_id, [draft.event_id for draft in drafts])
-        resent = appends.find_resent(drafts, self._read_envelopes(session_id, sorted(stored.values(), key=lambda loc: loc.seq)))
+        resent = appends.find_resent(drafts, self._read_envelopes(session_id, sorted(stored.values())))
         fresh = [draft for draft in drafts if draft.event_id not in resent]
         if not fresh:
             return AppendResult([resent[draft.event_id] for draft in drafts], 0)
@@ -325,15 +325,19 @@ class EventStore:
             raise SessionNotFound(f"session {session_id!r} not found")
         has_more = len(locations) > limit
         locations = locations[:limit]
-        return Page(session_id, self._read_lines(session_id, locations), [loc.seq for loc in locations], has_more)
+        return Page(session_id, self._read_lines(session_id, locations), [loc[0] for loc in locations], has_more)
 
     @_translated
     def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100) -> Page:
         """A page of one run's events, found without knowing its session. Raises RunNotFound."""
-        session_id = self._index.run_session(run_id) if is_valid_id(run_id) else None
+        reads.check_page_bounds(since_seq, limit)
+        session_id, locations = (self._index.run_page(run_id, since_seq=since_seq, limit=limit + 1)
+                                 if is_valid_id(run_id) else (None, []))
         if session_id is None:
             raise RunNotFound(f"run {run_id!r} not found")
-        return self.read_page(session_id, run_id=run_id, since_seq=since_seq, limit=limit)
+        has_more = len(locations) > limit
+        locations = locations[:limit]
+        return Page(session_id, self._read_lines(session_id, locations), [loc[0] for loc in locations], has_more)
 
     @_translated
     def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
@@ -384,8 +388,8 @@ class EventStore:
         return reads.read_lines(self.segments_dir / session_id, locations)
 
 
-def _checked_index(path: Path) -> Index:
-    index = Index(path)
+def _checked_index(path: Path, locks: Locks) -> Index:
+    index = Index(path, write_lock=locks.index_writer)
     try:
         index.db.execute_sql("SELECT count(*) FROM session LIMIT 1").fetchone()
     except DRIVER_ERRORS:

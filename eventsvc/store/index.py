@@ -7,7 +7,8 @@ session (or run)?" without reading the log, and it is where cross-process facts
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 import json
@@ -60,6 +61,12 @@ class SessionState:
     last_seq: int
     segment: int  # base seq of the active segment
     end_offset: int  # byte offset just past the last indexed line in that segment
+
+
+_RUN_PAGE_BY_RUN_SQL = (
+    'SELECT e.seq, e.segment, e."offset", e.length, r.session_id FROM run AS r'
+    " JOIN event AS e INDEXED BY idx_session_event_run_seq ON e.session_id = r.session_id AND e.run_id = r.run_id"
+    " WHERE r.run_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?")
 
 
 class Location(NamedTuple):
@@ -151,8 +158,9 @@ def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], ...]:
 class Index:
     """Queries and the one write transaction of the index. Thread-safe (a connection per thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, write_lock: Callable[[], AbstractContextManager[None]] | None = None) -> None:
         self.path = path
+        self._write_lock = write_lock or nullcontext
         self.db = open_database(path)
         self.Event, self.Run, self.Session, self.PendingBatch = define_models(self.db)
         with self.db.connection_context():
@@ -209,12 +217,27 @@ class Index:
         return sql
 
     def page(self, session_id: str, run_id: str | None, *, since_seq: int, limit: int) -> list[Location]:
-        """Up to ``limit`` locations after ``since_seq`` in seq order (a run's only, when run_id is given)."""
+        """Up to ``limit`` locations after ``since_seq`` in seq order (a run's only, when run_id is given).
+
+        The rows are the driver's own tuples, in Location's field order: a page is the hottest
+        path, and wrapping a hundred rows in named tuples costs more than the query.
+        """
         if run_id is None:
             rows = self.db.execute_sql(self._session_page_sql, (session_id, since_seq, limit))
         else:
             rows = self.db.execute_sql(self._run_page_sql, (session_id, run_id, since_seq, limit))
-        return list(map(Location._make, rows))
+        return rows.fetchall()
+
+    def run_page(self, run_id: str, *, since_seq: int, limit: int) -> tuple[str | None, list[tuple]]:
+        """(the run's session, up to ``limit`` of its locations after ``since_seq``) in one statement.
+
+        A run read does not know its session; asking the run table and then the event index
+        would be two round trips, each releasing and retaking the interpreter lock.
+        """
+        rows = self.db.execute_sql(_RUN_PAGE_BY_RUN_SQL, (run_id, since_seq, limit)).fetchall()
+        if rows:
+            return rows[0][4], [row[:4] for row in rows]
+        return self.run_session(run_id), []
 
     def first_of_types(self, session_id: str, run_id: str, types: Iterable[str]) -> int | None:
         """Seq of the run's first event with one of ``types`` (None when it has none)."""
@@ -279,7 +302,7 @@ class Index:
         if durable:
             conn.execute("PRAGMA synchronous = FULL")
         try:
-            with self.db.atomic():
+            with self._write_lock(), self.db.atomic():
                 conn.execute('INSERT OR REPLACE INTO pending_batch (session_id, segment, "offset", end_offset)'
                              " VALUES (?, ?, ?, ?)", (session_id, segment, offset, end))
         finally:
@@ -287,7 +310,7 @@ class Index:
                 conn.execute("PRAGMA synchronous = NORMAL")
 
     def clear_batch(self, session_id: str) -> None:
-        with self.db.atomic():
+        with self._write_lock(), self.db.atomic():
             self.db.execute_sql("DELETE FROM pending_batch WHERE session_id = ?", (session_id,))
 
     def commit_append(self, state: SessionState, rows: Sequence[tuple], runs: Sequence[tuple[str, int]]) -> None:
@@ -298,7 +321,7 @@ class Index:
         Raises RunSessionConflict, leaving the index unchanged, when another session claimed one
         of ``runs`` first (the check before the write cannot see a claim made concurrently).
         """
-        with self.db.atomic():
+        with self._write_lock(), self.db.atomic():
             conn = self.db.connection()
             for run_id, first_seq in runs:
                 conn.execute("INSERT OR IGNORE INTO run (run_id, session_id, first_seq) VALUES (?, ?, ?)",
@@ -321,7 +344,7 @@ class Index:
 
     def forget_after(self, session_id: str, seq: int, state: SessionState | None) -> int:
         """Drop rows past ``seq`` (the log lost them) and reset the checkpoint; returns rows dropped."""
-        with self.db.atomic():
+        with self._write_lock(), self.db.atomic():
             dropped = self.Event.delete().where(
                 (self.Event.session_id == session_id) & (self.Event.seq > seq)).execute()
             self.Run.delete().where((self.Run.session_id == session_id) & (self.Run.first_seq > seq)).execute()
@@ -342,12 +365,17 @@ class Index:
         """Replace every row with those of the index file ``other``, in one transaction."""
         self.db.execute_sql("ATTACH DATABASE ? AS fresh", (str(other),))
         try:
-            with self.db.atomic():
+            with self._write_lock(), self.db.atomic():
                 for table in ("event", "run", "session", "pending_batch"):
                     self.db.execute_sql(f"DELETE FROM main.{table}")
                     self.db.execute_sql(f"INSERT INTO main.{table} SELECT * FROM fresh.{table}")
         finally:
             self.db.execute_sql("DETACH DATABASE fresh")
+
+    def run_page_plan(self, run_id: str) -> str:
+        """SQLite's plan for a run page found by run id alone."""
+        return " | ".join(row[3] for row in self.db.execute_sql("EXPLAIN QUERY PLAN " + _RUN_PAGE_BY_RUN_SQL,
+                                                                (run_id, 0, 100)))
 
     def query_plan(self, session_id: str, run_id: str | None, *, since_seq: int = 0, limit: int = 100) -> str:
         """SQLite's plan for a page query, for tests and the curious."""

@@ -24,10 +24,19 @@ class Locks:
         self.lock_dir = lock_dir
         self._prefix = os.path.join(lock_dir, "")
         self._store_lock = os.path.join(lock_dir, "store.lock")
+        self._index_lock = os.path.join(lock_dir, "index.lock")
 
     def session(self, session_id: str) -> AbstractContextManager[None]:
         """Exclusive right to append to (or repair) one session."""
         return _flock(f"{self._prefix}{session_id}.lock", fcntl.LOCK_EX)
+
+    def index_writer(self) -> AbstractContextManager[None]:
+        """The right to start an index write transaction.
+
+        SQLite's own busy handler sleeps and polls (1 ms, 2 ms, 5 ms, ...) while another
+        connection writes; a writer blocked in flock is woken the moment the lock is free.
+        """
+        return _flock(self._index_lock, fcntl.LOCK_EX)
 
     def store(self, *, exclusive: bool, wait: bool = True,
               patience: float = 0.0) -> AbstractContextManager[None]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from itertools import groupby
-from operator import attrgetter
+from operator import itemgetter
 from pathlib import Path
 
 from ..errors import StorageError, ValidationFailed
@@ -26,11 +26,11 @@ def check_page_bounds(since_seq: int, limit: int) -> None:
 def read_lines(session_dir: Path, locations: list[Location]) -> list[bytes]:
     """The lines at ``locations`` (in their order), one pread per segment touched."""
     lines: list[bytes] = []
-    for segment, group in groupby(locations, key=attrgetter("segment")):
+    for segment, group in groupby(locations, key=itemgetter(1)):  # (seq, segment, offset, length)
         spans = list(group)
         path = session_dir / segments.segment_name(segment)
         try:
-            lines.extend(segments.read_lines(path, [loc.offset for loc in spans], [loc.length for loc in spans]))
+            lines.extend(segments.read_lines(path, [loc[2] for loc in spans], [loc[3] for loc in spans]))
         except OSError as exc:
             log.error("read of %s failed: %s", path, exc)
             raise StorageError(f"the log of session {session_dir.name!r} could not be read") from None

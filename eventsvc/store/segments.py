@@ -137,7 +137,8 @@ def read_lines(path: Path, offsets: list[int], lengths: list[int]) -> list[bytes
     wanted = sum(lengths)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if end - first == wanted or end - first <= max(wanted * 4, 256 * 1024):
+        # One pread of the whole stretch beats a pread per line up to about eight times the bytes.
+        if end - first == wanted or end - first <= max(wanted * 8, 512 * 1024):
             block = read_exact(fd, first, end - first)
             if len(block) != end - first or not block.endswith(b"\n"):
                 raise OSError(errno.EIO, f"{path} at byte {first}: the indexed lines are not in the log")

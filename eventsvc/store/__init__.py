@@ -199,6 +199,8 @@ class EventStore:
             fresh_path = self.data_dir / (INDEX_FILE + ".new")
             _remove_database(fresh_path)
             fresh = Index(fresh_path)
+            # A scratch file, removed above if a crash left one, and read only once it is complete.
+            fresh.db.execute_sql("PRAGMA synchronous = OFF")
             damaged: dict[str, str] = {}
             try:
                 for session_id in self.session_ids():

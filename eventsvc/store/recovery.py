@@ -28,6 +28,7 @@ from .index import Index, SessionState
 log = logging.getLogger(__name__)
 _FLUSH_ROWS = 20_000
 _KEYS = frozenset(ENVELOPE_KEYS)
+_decode = json.JSONDecoder().decode  # json.loads(bytes) sniffs the encoding and builds a decoder each call
 
 
 class Unindexable(StorageError):
@@ -97,21 +98,21 @@ def catch_up(index: Index, session_dir: Path, session_id: str) -> SessionState |
 
 def _take(pending: _Pending, session_id: str, path: Path, segment: int,
           offset: int, line: bytes, seq: int) -> None:
-    where = f"{path}:{offset}"
+    # A rebuild runs this once per line: the cheap checks first, the message only when raising.
     try:
-        event = json.loads(line)
+        event = _decode(line.decode("utf-8"))
     except ValueError:
-        raise Unindexable(f"{where}: not valid JSON") from None
-    if not isinstance(event, dict) or set(event) != _KEYS:
-        raise Unindexable(f"{where}: not an envelope with exactly the keys {', '.join(ENVELOPE_KEYS)}")
+        raise Unindexable(f"{path}:{offset}: not valid JSON") from None
+    if type(event) is not dict or event.keys() != _KEYS:
+        raise Unindexable(f"{path}:{offset}: not an envelope with exactly the keys {', '.join(ENVELOPE_KEYS)}")
     if event["session_id"] != session_id or event["seq"] != seq or not is_valid_id(event["event_id"]):
-        raise Unindexable(f"{where}: expected session {session_id!r} seq {seq}, found "
+        raise Unindexable(f"{path}:{offset}: expected session {session_id!r} seq {seq}, found "
                           f"session {event['session_id']!r} seq {event['seq']!r}")
     run_id, event_id = event["run_id"], event["event_id"]
     if run_id is not None and not is_valid_id(run_id):
-        raise Unindexable(f"{where}: invalid run_id")
+        raise Unindexable(f"{path}:{offset}: invalid run_id")
     if event_id in pending.event_ids:
-        raise Unindexable(f"{where}: event_id {event_id!r} is already stored in this session")
+        raise Unindexable(f"{path}:{offset}: event_id {event_id!r} is already stored in this session")
     pending.event_ids.add(event_id)
     pending.rows.append((session_id, seq, run_id, str(event["type"]), event_id, str(event["timestamp"]),
                          segment, offset, len(line) + 1))

@@ -74,8 +74,10 @@ def append_at(path: Path, offset: int, data: bytes, *, fsync: bool, io: SegmentI
     leaves a partial line behind. A failed fsync is not retried: after one, the kernel may have
     dropped the dirty pages, so the write is treated as lost and cut back.
     """
-    created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd, created = os.open(path, os.O_WRONLY | os.O_CLOEXEC), False
+    except FileNotFoundError:
+        fd, created = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), True
     try:
         if os.fstat(fd).st_size != offset:
             raise TailMoved(f"{path} is not {offset} bytes long")

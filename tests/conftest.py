@@ -101,3 +101,18 @@ def server(tmp_path: Path) -> Iterator[Server]:
     running = start_server(tmp_path / "data", tmp_path / "gunicorn.log")
     yield running
     running.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator:
+    """Start gunicorn on a data dir the test has already filled; stopped by PID at teardown."""
+    started: list[Server] = []
+
+    def _serve(data_dir: Path) -> Server:
+        server = start_server(data_dir, tmp_path / f"gunicorn-{len(started)}.log")
+        started.append(server)
+        return server
+
+    yield _serve
+    for server in started:
+        server.stop()

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import Server, start_server
 from eventsvc import EventStore
 from eventsvc.store import segments
 
@@ -176,20 +175,6 @@ def test_writer_killed_mid_stream_loses_no_acknowledged_event(writers, data_dir,
 
 
 # -- a real gunicorn, killed as a whole -------------------------------------------------------------------
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator:
-    started: list[Server] = []
-
-    def _serve(data_dir: Path) -> Server:
-        server = start_server(data_dir, tmp_path / f"gunicorn-{len(started)}.log")
-        started.append(server)
-        return server
-
-    yield _serve
-    for server in started:
-        server.stop()
-
 
 def post_until_stopped(url: str, name: str, stop: threading.Event, acked: list[dict], guard: threading.Lock) -> None:
     """POST events until told to stop (or the server is gone); records every 201 acknowledgement."""

@@ -2,31 +2,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import Server, start_server
+from conftest import Server
 from eventsvc import EventEmitter
 
 TIMEOUT = 10
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator:
-    """Start gunicorn on a data dir the test has already filled; stopped by PID at teardown."""
-    started: list[Server] = []
-
-    def _serve(data_dir: Path) -> Server:
-        server = start_server(data_dir, tmp_path / f"gunicorn-{len(started)}.log")
-        started.append(server)
-        return server
-
-    yield _serve
-    for server in started:
-        server.stop()
 
 
 def get(server: Server, path: str, **params) -> requests.Response:

@@ -64,7 +64,26 @@ def open_store(data_dir: Path):
     return EventStore(data_dir)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineGroup(click.Group):
+    """Usage errors in one line on stderr (``eventsvc: ...; see --help``) and exit code 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "eventsvc"
+            click.echo(f"eventsvc: {exc.format_message()} (see '{command} --help')", err=True)
+            sys.exit(EXIT_ERROR)
+        except click.Abort:
+            click.echo("eventsvc: aborted", err=True)
+            sys.exit(EXIT_ERROR)
+        except click.ClickException as exc:
+            click.echo(f"eventsvc: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operate on an eventsvc data folder: audit, reindex, export, stats, seal, serve."""
 

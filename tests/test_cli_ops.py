@@ -175,3 +175,16 @@ def test_a_folder_that_is_not_a_data_folder_exits_2_with_one_line(tmp_path, name
     assert sorted(path.name for path in tmp_path.iterdir()) == ([] if folder == "missing" else [folder])
     if folder == "empty":
         assert list(data_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (("export",), "--session"),
+    (("nope",), "nope"),
+    (("audit", "--format", "xml"), "--format"),
+    (("stats", "--data-dir", "/etc/hostname"), "--data-dir"),
+    (("tail", "--since-seq", "-1", "--session", "s"), "--since-seq"),
+])
+def test_usage_errors_are_one_line_with_exit_code_2(args, names):
+    result = run_eventsvc(*args)
+    assert_one_line_error(result)
+    assert names in result.stderr.decode()

@@ -419,10 +419,10 @@ def load_page_query(args: dict[str, str]) -> dict[str, Any] | None:
     for name, value in args.items():
         if name not in _PAGE_DEFAULTS or type(value) is not str or not value.isascii() or not value.isdigit():
             return None
+        if not 1 <= len(value) <= (6 if name == "wait" else 18):
+            return None
         number = int(value)
         if name == "limit" and not 1 <= number <= 1000 or name == "wait" and number > MAX_WAIT_SECONDS:
-            return None
-        if len(value) > (18 if name != "wait" else 6):
             return None
         loaded[name] = float(number) if name == "wait" else number
     return loaded

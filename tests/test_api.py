@@ -425,3 +425,9 @@ def test_post_to_an_invalid_session_id_is_rejected_and_creates_nothing(client, d
     assert response.status_code in (404, 422)
     assert error["code"] in ("not_found", "validation_error")
     assert files_snapshot(data_dir) == {}
+
+
+@pytest.mark.parametrize("header", ["9" * 5000, "٣", "abc", "-1", "1.5"])
+def test_a_bad_last_event_id_is_a_422_before_any_stream_starts(seeded, header):
+    response = seeded.get("/api/sessions/s1/events/stream", headers={"Last-Event-ID": header})
+    assert_error_shape(response, 422, "validation_error")

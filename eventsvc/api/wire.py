@@ -70,10 +70,11 @@ def stream_query(request: Request) -> dict[str, Any]:
     query = _load_query(_stream_query, request)
     last_event_id = request.headers.get("Last-Event-ID")
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
+        seq = last_event_id.strip()
+        if not (seq.isascii() and seq.isdigit() and len(seq) <= 18):
             raise ValidationFailed("invalid Last-Event-ID header",
                                    {"Last-Event-ID": ["must be the seq of the last event received"]})
-        query["since_seq"] = int(last_event_id.strip())
+        query["since_seq"] = int(seq)
     return query
 
 

@@ -335,3 +335,10 @@ def test_bad_bodies_are_bad_requests(body):
 def test_well_formed_body_is_parsed():
     assert loads_strict('{"type": "user_message", "payload": {"text": "héllo", "n": 1.5}}'.encode()) == {
         "type": "user_message", "payload": {"text": "héllo", "n": 1.5}}
+
+
+def test_timestamps_take_ascii_digits_only():
+    from eventsvc.schemas import EventInputSchema
+
+    with pytest.raises(Exception):
+        EventInputSchema().load({"type": "status", "timestamp": "٢٠٢٦-02-06T10:00:00Z"})

@@ -1,7 +1,7 @@
 """``/api/sessions/<session_id>/events``: append, and the aggregated read of a session."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from ..errors import ValidationFailed
 from ..live import long_poll, resolve
@@ -17,7 +17,9 @@ def append_events(session_id: str):
     body = json_body(request)
     if isinstance(body, dict):
         result = store().append_one(session_id, body)
-        return jsonify(result.events[0]), 201 if result.created else 200
+        if result.created:
+            return Response(result.lines[0], status=201, mimetype="application/json")
+        return jsonify(result.events[0]), 200
     if isinstance(body, list):
         if not 1 <= len(body) <= MAX_BATCH:
             raise ValidationFailed(f"a batch holds 1 to {MAX_BATCH} events, not {len(body)}",

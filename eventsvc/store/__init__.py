@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +71,9 @@ class ReindexReport:
 class AppendResult:
     events: list[dict[str, Any]]
     created: int  # how many of ``events`` this call stored; the rest were idempotent re-sends
+    # The stored JSON of each event this call wrote (None for a re-send): the API answers with
+    # these bytes rather than serialising the envelope a second time.
+    lines: list[bytes | None] = field(default_factory=list)
 
 
 class EventStore:
@@ -281,11 +284,19 @@ class EventStore:
         if len(lines) > 1:
             self._index.mark_batch(session_id, segment, offset, offset + len(data), durable=self.fsync)
         # Segment first: the index can always be rebuilt from the log, never the reverse.
-        appends.write_log(path, offset, data, fsync=self.fsync, io=self.io)
+        try:
+            appends.write_log(path, offset, data, fsync=self.fsync, io=self.io)
+        except StorageError:
+            if len(lines) > 1:
+                try:
+                    self._index.clear_batch(session_id)  # cut back already: the mark points at nothing
+                except DRIVER_ERRORS:
+                    pass  # a stale mark is harmless: recovery honours only a mark at the checkpoint
+            raise
         rows, end = appends.index_rows(session_id, fresh, lines, last_seq, segment, offset)
         new_state = SessionState(session_id, last_seq + len(fresh), segment, end)
         try:
-            self._index.commit_append(new_state, rows, new_runs)
+            self._index.commit_append(new_state, rows, new_runs, marked=len(lines) > 1)
         except BaseException:
             # Not acknowledged, so not kept: cut the log back to where the index ends.
             appends.undo_write(path, offset)
@@ -293,7 +304,8 @@ class EventStore:
         self.watcher.appended(session_id, new_state.last_seq)
         seqs = {draft.event_id: seq for seq, draft in enumerate(fresh, last_seq + 1)}
         events = [resent[d.event_id] if d.event_id in resent else d.stored(seqs[d.event_id]) for d in drafts]
-        return AppendResult(events, len(fresh))
+        written = {draft.event_id: line[:-1] for draft, line in zip(fresh, lines)}
+        return AppendResult(events, len(fresh), [written.get(draft.event_id) for draft in drafts])
 
     def _segment_for(self, session_id: str, state: SessionState | None, next_seq: int) -> tuple[int, int]:
         """Where the next lines go: (segment base, offset). Rolls (and seals) once a segment reaches its size."""

@@ -313,7 +313,8 @@ class Index:
         with self._write_lock(), self.db.atomic():
             self.db.execute_sql("DELETE FROM pending_batch WHERE session_id = ?", (session_id,))
 
-    def commit_append(self, state: SessionState, rows: Sequence[tuple], runs: Sequence[tuple[str, int]]) -> None:
+    def commit_append(self, state: SessionState, rows: Sequence[tuple], runs: Sequence[tuple[str, int]], *,
+                      marked: bool = True) -> None:
         """Index one append in one transaction: event rows, new runs, the session checkpoint
         (and the end of its pending-batch mark).
 
@@ -335,7 +336,8 @@ class Index:
             conn.executemany(
                 'INSERT INTO event (session_id, seq, run_id, type, event_id, timestamp, segment, "offset", length)'
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            conn.execute("DELETE FROM pending_batch WHERE session_id = ?", (state.session_id,))
+            if marked:  # only a batch append leaves a mark behind; a single one need not look
+                conn.execute("DELETE FROM pending_batch WHERE session_id = ?", (state.session_id,))
             conn.execute(
                 "INSERT INTO session (session_id, last_seq, segment, end_offset) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (session_id) DO UPDATE SET last_seq = excluded.last_seq,"

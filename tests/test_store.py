@@ -283,10 +283,23 @@ def test_pagination_over_several_pages_returns_the_whole_run(store, limit):
     assert paged == whole
 
 
+def _table_scans(plan: str) -> list[str]:
+    """Steps that read a table or index whole (scanning the page's own subquery result is fine)."""
+    return [step for step in plan.split(" | ")
+            if step.startswith("SCAN") and not step.startswith(("SCAN (subquery", "SCAN p"))]
+
+
 def test_run_query_plan_uses_idx_session_event_run_seq(mixed_session):
     plan = mixed_session.query_plan("s1", "r1")
-    assert "idx_session_event_run_seq" in plan
-    assert "SCAN" not in plan
+    assert "COVERING INDEX idx_session_event_run_seq" in plan
+    assert _table_scans(plan) == []
+
+
+def test_run_page_by_run_id_plan_uses_the_run_key_and_the_covering_index(mixed_session):
+    plan = mixed_session._index.run_page_plan("r1")
+    assert "SEARCH r USING PRIMARY KEY (run_id=?)" in plan
+    assert "COVERING INDEX idx_session_event_run_seq" in plan
+    assert _table_scans(plan) == []
 
 
 # -- idempotent re-send ----------------------------------------------------------------------------
@@ -643,3 +656,11 @@ def test_a_batch_lands_in_one_segment_and_the_next_append_rolls(rolling_store, d
     after = rolling_store.append("s1", {"type": "status"})
     assert [p.stem for p in segment_paths(data_dir, "s1")] == [f"{1:020d}", f"{after['seq']:020d}"]
     assert rolling_store.get_events_by_session("s1", limit=1000) == [*batch, after]
+
+
+def test_a_packed_page_unpacks_in_seq_order_whatever_order_sqlite_concatenated_it():
+    from eventsvc.store.index import unpacked
+
+    assert unpacked((None, None, None, None)) == []
+    assert unpacked(("1,2,5", "1,1,1", "0,10,40", "10,30,7")) == [(1, 1, 0, 10), (2, 1, 10, 30), (5, 1, 40, 7)]
+    assert unpacked(("5,1,2", "3,1,1", "0,0,10", "7,10,30")) == [(1, 1, 0, 10), (2, 1, 10, 30), (5, 3, 0, 7)]

@@ -1,6 +1,6 @@
 """gunicorn settings for ``make run``, read from the same EVENTSVC_* variables as the app.
 
-Worker model: ``gthread``. Each open event stream holds one thread while it waits, so 2
+Worker model: ``gthread`` (see eventsvc.worker). Each open event stream holds one thread while it waits, so 2
 workers x EVENTSVC_THREADS (128) serve a few hundred watchers while short requests keep
 flowing; a worker learns of other workers' appends from SQLite (see eventsvc.store.watch).
 """
@@ -12,11 +12,11 @@ _settings = _config.load()
 
 bind = [address.strip() for address in str(_settings["BIND"]).split(",") if address.strip()]
 workers = _settings["WORKERS"]
-worker_class = "gthread"
+worker_class = "eventsvc.worker.ThreadFreeWorker"  # gthread that accepts only while a thread is free
 threads = _settings["THREADS"]
-# A gthread worker accepts up to worker_connections (default 1000) but serves only `threads` at
-# once: more would let one worker take streams it cannot serve while the other idles.
-worker_connections = threads
+# Above `threads`, the rest are idle keep-alive connections (they hold no thread); at `threads`
+# gunicorn would close every connection after one answer.
+worker_connections = 2 * threads
 loglevel = _settings["LOG_LEVEL"]
 accesslog = "-"
 # No Authorization header, no body, no query string: only what an operator needs to follow traffic.

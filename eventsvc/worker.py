@@ -1,0 +1,38 @@
+"""The gunicorn worker class of ``make run``: gthread, accepting a connection only while a thread is free.
+
+Plain gthread caps the connections a worker holds at ``worker_connections``, idle keep-alive
+ones included. A cap at ``threads`` turns keep-alive off altogether (every answer closes its
+connection, and clients pay a new TCP handshake per request); a cap above it lets a worker
+whose threads all hold event streams go on accepting requests it cannot start, while the
+other worker idles. Counting the connections handed to the thread pool keeps both:
+idle keep-alive connections wait in the poller without a thread, and a worker stops
+accepting once every thread is taken.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+
+class ThreadFreeWorker(ThreadWorker):
+    """gthread that stops accepting while all of its threads are busy (e.g. holding streams)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_pool = 0  # connections submitted to the thread pool and not finished; main thread only
+
+    def enqueue_req(self, conn: Any) -> None:
+        self.in_pool += 1
+        if self.in_pool >= self.cfg.threads:
+            self.set_accept_enabled(False)
+        super().enqueue_req(conn)
+
+    def finish_request(self, *args: Any) -> None:
+        """Runs on the main thread, once for each ``enqueue_req`` (it may enqueue the connection again)."""
+        self.in_pool -= 1
+        super().finish_request(*args)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        # The run loop asks again on every turn, so accepting resumes once a thread is free.
+        super().set_accept_enabled(enabled and self.in_pool < self.cfg.threads)

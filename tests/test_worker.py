@@ -1,0 +1,92 @@
+"""The make-run worker class (eventsvc.worker): keep-alive on, and no request accepted by a worker with no free thread."""
+from __future__ import annotations
+
+import http.client
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from conftest import Server, start_server
+
+pytestmark = pytest.mark.slow
+BOUND = 10.0
+
+
+def _connection(server: Server) -> http.client.HTTPConnection:
+    parts = urlsplit(server.url)
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=BOUND)
+
+
+def test_one_connection_serves_many_requests(server: Server):
+    connection = _connection(server)
+    try:
+        sockets = []
+        for n in range(1, 6):
+            connection.request("POST", "/api/sessions/ka/events", body=b'{"type":"user_message","payload":{}}',
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 201
+            assert response.getheader("Connection", "").lower() != "close"
+            assert b'"seq":%d' % n in response.read()
+            sockets.append(connection.sock)
+        assert all(sock is sockets[0] and sock is not None for sock in sockets), "the server closed the connection"
+    finally:
+        connection.close()
+
+
+def test_an_idle_keep_alive_connection_holds_no_thread(tmp_path: Path):
+    """With one worker of two threads, ten idle keep-alive connections still leave room for new requests."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1, env={"EVENTSVC_THREADS": "2"})
+    idle = []
+    try:
+        for _ in range(2):
+            connection = _connection(server)
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().read()
+            idle.append(connection)
+        for _ in range(10):
+            assert requests.get(server.url + "/healthz", timeout=BOUND).status_code == 200
+    finally:
+        for connection in idle:
+            connection.close()
+        server.stop()
+
+
+def _stream(server: Server, session_id: str) -> requests.Response:
+    """A stream that stays open (it waits for events after seq 1), holding one server thread."""
+    response = requests.get(f"{server.url}/api/sessions/{session_id}/events/stream", params={"since_seq": 1},
+                            headers={"Accept": "text/event-stream"}, stream=True, timeout=(BOUND, BOUND))
+    assert response.status_code == 200
+    return response
+
+
+def test_a_worker_whose_threads_all_hold_streams_leaves_new_connections_to_the_other(tmp_path: Path):
+    """2 workers x 2 threads: four streams opened one after another all start, whichever worker took which.
+
+    A worker that went on accepting with both threads taken would leave a stream (or any
+    request) queued for a thread that frees only when a stream ends.
+    """
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2,
+                          env={"EVENTSVC_THREADS": "2", "EVENTSVC_SSE_KEEPALIVE": "0.2"})
+    streams: list[requests.Response] = []
+    try:
+        requests.post(f"{server.url}/api/sessions/busy/events", json={"type": "user_message"},
+                      headers={"Connection": "close"}, timeout=BOUND).raise_for_status()
+        for _ in range(3):  # rounds: which worker wins each accept is a race, so try it more than once
+            for _ in range(4):
+                streams.append(_stream(server, "busy"))
+            for stream in streams:
+                stream.close()
+            streams.clear()
+            _wait_until_answered(server)
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()
+
+
+def _wait_until_answered(server: Server) -> None:
+    """A closed stream frees its thread at the next keepalive write; until then requests may wait."""
+    assert requests.get(server.url + "/healthz", headers={"Connection": "close"}, timeout=BOUND).status_code == 200

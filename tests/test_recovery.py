@@ -124,6 +124,26 @@ def test_torn_tail_appearing_while_open_is_cut_before_the_next_append(open_store
     assert json.loads(segment.read_bytes().splitlines()[-1]) == stored
 
 
+def test_a_resend_of_a_line_another_process_wrote_but_never_indexed_is_not_stored_twice(open_store, data_dir):
+    """Another writer died between its segment write and its index commit; its client re-sends."""
+    store = open_store()
+    for n in range(3):
+        store.append("s1", message(n))
+    envelope, line = hand_line("s1", 4, "e-orphan", run_id="r-orphan", payload={"n": 3})
+    with open(segment_path(data_dir, "s1"), "ab") as file:
+        file.write(line)
+
+    result = store.append_one("s1", {"type": "user_message", "run_id": "r-orphan", "event_id": "e-orphan",
+                                     "source": "hand", "payload": {"n": 3}})
+
+    assert result.created == 0
+    assert result.events == [envelope]
+    assert seqs(all_events(store, "s1")) == [1, 2, 3, 4]
+    assert store.append("s1", message(4, run_id="r-orphan"))["seq"] == 5
+    with pytest.raises(RunSessionConflict):
+        store.append("s2", message(5, run_id="r-orphan"))
+
+
 def test_a_second_tear_at_the_same_offset_keeps_both_torn_tails(open_store, data_dir):
     """Each crash's torn bytes stay available for inspection; a later tear must not overwrite them."""
     store = open_store()

@@ -23,7 +23,8 @@ from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from . import appends, reads, seals, segments
 from .drafts import Draft, details_for_single, prepare
-from .index import DRIVER_ERRORS, INDEX_FILE, Index, Location, SessionState, is_corruption, storage_error
+from .index import (DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState, is_corruption,
+                    storage_error)
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, catch_up, is_consistent
 from .watch import AppendWatcher
@@ -163,10 +164,13 @@ class EventStore:
 
     def _caught_up(self, session_id: str) -> SessionState | None:
         """The session's checkpoint, after repairing the tail if the log moved. Caller holds the lock."""
-        state = self._index.session_state(session_id)
+        return self._repaired(session_id, self._index.session_state(session_id))[0]
+
+    def _repaired(self, session_id: str, state: SessionState | None) -> tuple[SessionState | None, bool]:
+        """(checkpoint, whether a repair ran) given the checkpoint just read. Caller holds the lock."""
         if is_consistent(state, os.path.join(self._segments_root, session_id)):
             self.damaged.pop(session_id, None)  # an operator may have mended the log meanwhile
-            return state
+            return state, False
         try:
             state = catch_up(self._index, self.segments_dir / session_id, session_id)
         except Unindexable as exc:
@@ -175,7 +179,7 @@ class EventStore:
             raise StorageError(f"session {session_id!r} has a log line that cannot be indexed; "
                                "run `eventsvc audit` on it", {"reason": exc.message}) from None
         self.damaged.pop(session_id, None)
-        return state
+        return state, True
 
     def close(self) -> None:
         self.watcher.close()
@@ -259,27 +263,33 @@ class EventStore:
         if not events:
             return AppendResult([], 0)
         drafts = prepare(session_id, events, schema=self._schema, default_source=default_source)
+        event_ids = [draft.event_id for draft in drafts]
+        run_ids = {draft.run_id for draft in drafts if draft.run_id is not None}
         with self._locks.store(exclusive=False), self._locks.session(session_id):
-            state = self._caught_up(session_id)
+            known = self._index.before_append(session_id, event_ids, run_ids)
+            state, repaired = self._repaired(session_id, known.state)
             if session_id in self.damaged:
                 raise StorageError(f"session {session_id!r} needs repair", {"reason": self.damaged[session_id]})
-            return self._append_locked(session_id, drafts, state)
+            if repaired:  # the repair may have indexed some of these ids, or claimed a run
+                known = self._index.before_append(session_id, event_ids, run_ids)
+            return self._append_locked(session_id, drafts, known)
 
-    def _append_locked(self, session_id: str, drafts: list[Draft], state: SessionState | None) -> AppendResult:
-        stored = self._index.locations_of(session_id, [draft.event_id for draft in drafts])
-        resent = appends.find_resent(drafts, self._read_envelopes(session_id, sorted(stored.values())))
-        fresh = [draft for draft in drafts if draft.event_id not in resent]
+    def _append_locked(self, session_id: str, drafts: list[Draft], known: BeforeAppend) -> AppendResult:
+        resent = (appends.find_resent(drafts, self._read_envelopes(session_id, sorted(known.stored.values())))
+                  if known.stored else {})
+        fresh = [draft for draft in drafts if draft.event_id not in resent] if resent else drafts
         if not fresh:
             return AppendResult([resent[draft.event_id] for draft in drafts], 0)
 
+        state = known.state
         last_seq = state.last_seq if state else 0
         appends.check_expected_seqs(fresh, last_seq)
-        new_runs = appends.runs_to_claim(session_id, fresh, last_seq, self._index.run_owners)
+        new_runs = appends.runs_to_claim(session_id, fresh, last_seq, known.run_owners)
         lines = [draft.line(seq) for seq, draft in enumerate(fresh, last_seq + 1)]
         appends.check_sizes(fresh, lines, self.max_event_bytes)
 
         segment, offset = self._segment_for(session_id, state, last_seq + 1)
-        path = self.segments_dir / session_id / segments.segment_name(segment)
+        path = os.path.join(self._segments_root, session_id, segments.segment_name(segment))
         data = b"".join(lines)
         if len(lines) > 1:
             self._index.mark_batch(session_id, segment, offset, offset + len(data), durable=self.fsync)
@@ -309,14 +319,15 @@ class EventStore:
 
     def _segment_for(self, session_id: str, state: SessionState | None, next_seq: int) -> tuple[int, int]:
         """Where the next lines go: (segment base, offset). Rolls (and seals) once a segment reaches its size."""
-        session_dir = self.segments_dir / session_id
         if state is None:
+            session_dir = self.segments_dir / session_id
             if not session_dir.exists():
                 session_dir.mkdir()
                 if self.fsync:
                     segments.fsync_dir(self.segments_dir)
             return next_seq, 0
         if state.end_offset >= self.segment_bytes:
+            session_dir = self.segments_dir / session_id
             try:
                 seals.write_seal(session_dir, state.segment, state.end_offset)
             except OSError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import EventIdConflict, EventTooLarge, RunSessionConflict, SeqConflict, StorageError, StorageFull
@@ -47,17 +47,20 @@ def check_expected_seqs(fresh: list[Draft], last_seq: int) -> None:
 
 
 def runs_to_claim(session_id: str, fresh: list[Draft], last_seq: int,
-                  run_owners: Callable[[Iterable[str]], dict[str, str]]) -> list[tuple[str, int]]:
-    """(run_id, first seq) of the runs this append starts; raises RunSessionConflict for another's run."""
+                  owners: dict[str, str]) -> list[tuple[str, int]]:
+    """(run_id, first seq) of the runs this append starts; raises RunSessionConflict for another's run.
+
+    ``owners`` holds the owning session of every run of ``fresh`` that has one (and may hold more).
+    """
     first_seq: dict[str, int] = {}
     for seq, draft in enumerate(fresh, last_seq + 1):
         if draft.run_id is not None:
             first_seq.setdefault(draft.run_id, seq)
     if not first_seq:
         return []
-    owners = run_owners(first_seq)
-    for run_id, owner in owners.items():
-        if owner != session_id:
+    for run_id in first_seq:
+        owner = owners.get(run_id)
+        if owner is not None and owner != session_id:
             raise RunSessionConflict(f"run {run_id!r} belongs to session {owner!r}",
                                      {"run_id": run_id, "session_id": owner})
     return [(run_id, seq) for run_id, seq in first_seq.items() if run_id not in owners]
@@ -82,7 +85,7 @@ def index_rows(session_id: str, fresh: list[Draft], lines: list[bytes], last_seq
     return rows, offset
 
 
-def write_log(path: Path, offset: int, data: bytes, *, fsync: bool, io: segments.SegmentIO) -> None:
+def write_log(path: str, offset: int, data: bytes, *, fsync: bool, io: segments.SegmentIO) -> None:
     """Append to the segment; raises StorageFull or StorageError with nothing left behind."""
     try:
         segments.append_at(path, offset, data, fsync=fsync, io=io)
@@ -94,7 +97,7 @@ def write_log(path: Path, offset: int, data: bytes, *, fsync: bool, io: segments
         raise storage_error(path, exc) from None
 
 
-def undo_write(path: Path, offset: int) -> None:
+def undo_write(path: str, offset: int) -> None:
     """Cut the segment back to ``offset`` after an append that will not be acknowledged."""
     try:
         segments.truncate(path, offset)
@@ -104,16 +107,16 @@ def undo_write(path: Path, offset: int) -> None:
         log.error("could not cut %s back to %d bytes (%s); the next append repairs it", path, offset, exc)
 
 
-def storage_error(path: Path, exc: OSError) -> StorageError:
+def storage_error(path: str | Path, exc: OSError) -> StorageError:
     log.error("write to %s failed: %s", path, exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull("no space left on the device holding the log")
     return StorageError(f"the log could not be written ({os.strerror(exc.errno or errno.EIO)})")
 
 
-def _drop_empty(path: Path) -> None:
+def _drop_empty(path: str) -> None:
     try:
-        if path.stat().st_size == 0:
-            path.unlink()
+        if os.stat(path).st_size == 0:
+            os.unlink(path)
     except OSError:
         pass

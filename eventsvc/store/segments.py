@@ -43,7 +43,7 @@ def file_size(path: str | Path) -> int:
         return 0
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Make a created or renamed entry durable: fsync of the file alone does not cover its name."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -66,7 +66,7 @@ class TailMoved(Exception):
     """The segment is not the length the index expects: another process wrote to or cut it."""
 
 
-def append_at(path: Path, offset: int, data: bytes, *, fsync: bool, io: SegmentIO) -> None:
+def append_at(path: str | Path, offset: int, data: bytes, *, fsync: bool, io: SegmentIO) -> None:
     """Write ``data`` at ``offset``, the segment's current end, and make it durable if asked.
 
     Raises TailMoved (nothing written) if the file's length is not ``offset``. On any OSError
@@ -97,7 +97,7 @@ def append_at(path: Path, offset: int, data: bytes, *, fsync: bool, io: SegmentI
     finally:
         os.close(fd)
     if created and fsync:
-        fsync_dir(path.parent)
+        fsync_dir(os.path.dirname(path))
 
 
 def _cut_back(fd: int, offset: int) -> None:
@@ -108,7 +108,7 @@ def _cut_back(fd: int, offset: int) -> None:
         pass  # The next append re-checks the length from disk and recovers the tail then.
 
 
-def truncate(path: Path, offset: int) -> None:
+def truncate(path: str | Path, offset: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.ftruncate(fd, offset)

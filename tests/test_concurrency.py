@@ -6,17 +6,20 @@ parent's "go" so that all start together, and prints one JSON line per acknowled
 from __future__ import annotations
 
 import json
+import os
 import select
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from eventsvc import EventStore
-from eventsvc.errors import RunSessionConflict
+from eventsvc.errors import RunSessionConflict, StoreBusy
 from eventsvc.store import segments
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +66,7 @@ store.close()
 RACER = r"""
 import json, sys
 from eventsvc import EventStore
-from eventsvc.errors import RunSessionConflict
+from eventsvc.errors import RunSessionConflict, StoreBusy
 data_dir, session_id = sys.argv[1], sys.argv[2]
 store = EventStore(data_dir)
 print("ready", flush=True)
@@ -274,3 +277,55 @@ def test_two_sessions_racing_for_a_new_run_exactly_one_wins(spawn, data_dir):
         for run_id, winner in winners.items():
             if winner != session_id:
                 assert f"{session_id}-{run_id}\"".encode() not in trace
+
+
+# -- the process-wide lock descriptors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lock", ["index_writer", "store_shared"])
+def test_a_forked_child_does_not_inherit_the_parents_lock(data_dir, tmp_path, lock):
+    """flock belongs to the open file description, which a fork shares: the child must open its own.
+
+    The parent holds the lock (index writer) or the store lock shared, and forks; the child
+    wants the index writer, or the store exclusively (as a reindex does). It must wait.
+    """
+    store = EventStore(data_dir)
+    store.append("s1", {"type": "user_message"})
+    locks = store._locks
+    marker = tmp_path / "child-got-it"
+    held = locks.index_writer() if lock == "index_writer" else locks.store(exclusive=False)
+    with held:
+        pid = os.fork()
+        if pid == 0:  # the child: take the lock, leave a mark, and go without running pytest's teardown
+            try:
+                wanted = locks.index_writer() if lock == "index_writer" else locks.store(exclusive=True)
+                with wanted:
+                    marker.write_text("yes")
+            finally:
+                os._exit(0)
+        time.sleep(0.5)
+        assert not marker.exists(), "the child took a lock the parent holds"
+    deadline = time.monotonic() + 10
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child never got the lock after the parent let it go")
+        time.sleep(0.02)
+    assert marker.read_text() == "yes"
+    store.close()
+
+
+def test_the_shared_store_lock_is_held_while_any_thread_is_inside(data_dir):
+    """The last of several appending threads to leave drops it; a reindex waits until then."""
+    store = EventStore(data_dir)
+    store.append("s1", {"type": "user_message"})
+    first, second = store._locks.store(exclusive=False), store._locks.store(exclusive=False)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    with pytest.raises(StoreBusy):
+        store.reindex(wait_seconds=0.2)
+    second.__exit__(None, None, None)
+    assert store.reindex(wait_seconds=2).events == 1
+    store.close()

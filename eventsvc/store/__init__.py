@@ -185,6 +185,7 @@ class EventStore:
         self.watcher.close()
         if self._opened is not None:
             self._opened.close()
+        self._locks.close()
 
     def session_ids(self) -> list[str]:
         """Every session with a folder in the log, sorted."""
@@ -228,6 +229,7 @@ class EventStore:
         """Seal what the session's active segment holds so far (for shipping a folder); None if empty."""
         if not is_valid_id(session_id):
             raise ValidationFailed("invalid session_id", {"session_id": [ID_RULE]})
+        self._index  # noqa: B018 - opened before the store lock: opening may need the store to itself
         with self._locks.store(exclusive=False), self._locks.session(session_id):
             state = self._caught_up(session_id)
             if state is None or state.end_offset == 0:
@@ -265,13 +267,14 @@ class EventStore:
         drafts = prepare(session_id, events, schema=self._schema, default_source=default_source)
         event_ids = [draft.event_id for draft in drafts]
         run_ids = {draft.run_id for draft in drafts if draft.run_id is not None}
+        index = self._index  # opened before the store lock: opening may need the store to itself
         with self._locks.store(exclusive=False), self._locks.session(session_id):
-            known = self._index.before_append(session_id, event_ids, run_ids)
+            known = index.before_append(session_id, event_ids, run_ids)
             state, repaired = self._repaired(session_id, known.state)
             if session_id in self.damaged:
                 raise StorageError(f"session {session_id!r} needs repair", {"reason": self.damaged[session_id]})
             if repaired:  # the repair may have indexed some of these ids, or claimed a run
-                known = self._index.before_append(session_id, event_ids, run_ids)
+                known = index.before_append(session_id, event_ids, run_ids)
             return self._append_locked(session_id, drafts, known)
 
     def _append_locked(self, session_id: str, drafts: list[Draft], known: BeforeAppend) -> AppendResult:

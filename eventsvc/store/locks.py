@@ -1,15 +1,20 @@
-"""Cross-process locks: one per session for appends, one for the whole store.
+"""Cross-process locks: one per session for appends, one for the index writer, one for the whole store.
 
-Each acquisition opens its own descriptor, so ``flock`` excludes threads of one process as
-well as other processes (flock locks belong to the open file, not to the process). Lock
-files live in ``<data_dir>/locks`` so that a session's folder holds nothing but its log.
+flock locks belong to an open file description, not to a process: a descriptor per
+acquisition excludes threads of one process as well as other processes. The two locks
+every append takes are cheaper than that: the store lock is held shared once per process
+(a count of the threads inside), and the index writer lock is a thread mutex in front of
+one process-wide descriptor. Lock files live in ``<data_dir>/locks`` so that a session's
+folder holds nothing but its log.
 """
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+import threading
 import time
+import weakref
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -18,13 +23,92 @@ from ..errors import StoreBusy
 LOCKS_DIR = "locks"
 
 
+class _ProcessLock:
+    """A flock on one file, taken through one descriptor for the whole process.
+
+    Shared mode counts the threads inside: the first takes LOCK_SH, the last drops it.
+    Exclusive mode lets one thread at a time in (a mutex), then takes LOCK_EX for the process.
+    """
+
+    def __init__(self, path: str, mode: int) -> None:
+        self.path = path
+        self.mode = mode
+        self._reset()
+        _process_locks.add(self)
+
+    def _reset(self) -> None:
+        self._mutex = threading.Lock()
+        self._fd: int | None = None
+        self._inside = 0
+
+    def after_fork(self) -> None:
+        """A forked child must not share the parent's open file description (nor its lock)."""
+        if self._fd is not None:
+            try:
+                os.close(self._fd)  # the parent's lock stays: it holds its own descriptor
+            except OSError:
+                pass
+        self._reset()
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return self._fd
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._fd is not None and self._inside == 0:
+                os.close(self._fd)
+                self._fd = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self.mode == fcntl.LOCK_EX:
+            with self._mutex:
+                fd = self._descriptor()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            return
+        with self._mutex:  # a thread waiting here while the first one blocks in flock is fine: both must wait
+            if self._inside == 0:
+                fcntl.flock(self._descriptor(), fcntl.LOCK_SH)
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._inside -= 1
+                if self._inside == 0:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+_process_locks: weakref.WeakSet[_ProcessLock] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_process_locks):
+        lock.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Locks:
     def __init__(self, lock_dir: Path) -> None:
         lock_dir.mkdir(parents=True, exist_ok=True)
         self.lock_dir = lock_dir
         self._prefix = os.path.join(lock_dir, "")
         self._store_lock = os.path.join(lock_dir, "store.lock")
-        self._index_lock = os.path.join(lock_dir, "index.lock")
+        self._store_shared = _ProcessLock(self._store_lock, fcntl.LOCK_SH)
+        self._index_writer = _ProcessLock(os.path.join(lock_dir, "index.lock"), fcntl.LOCK_EX)
+
+    def close(self) -> None:
+        """Close the process-wide descriptors (they reopen if used again)."""
+        self._store_shared.close()
+        self._index_writer.close()
 
     def session(self, session_id: str) -> AbstractContextManager[None]:
         """Exclusive right to append to (or repair) one session."""
@@ -36,7 +120,7 @@ class Locks:
         SQLite's own busy handler sleeps and polls (1 ms, 2 ms, 5 ms, ...) while another
         connection writes; a writer blocked in flock is woken the moment the lock is free.
         """
-        return _flock(self._index_lock, fcntl.LOCK_EX)
+        return self._index_writer.held()
 
     def store(self, *, exclusive: bool, wait: bool = True,
               patience: float = 0.0) -> AbstractContextManager[None]:
@@ -44,6 +128,8 @@ class Locks:
 
         With ``wait=False`` it tries for ``patience`` seconds, then raises StoreBusy.
         """
+        if not exclusive and wait:
+            return self._store_shared.held()
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         return _flock(self._store_lock, mode, None if wait else patience)
 

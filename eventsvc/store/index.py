@@ -88,15 +88,11 @@ def unpacked(columns: Sequence[str | None]) -> list[Location]:
     """The locations of a packed page, in seq order."""
     if columns[0] is None:
         return []
-    seqs, segments, offsets, lengths = (_int_list(column) for column in columns)
+    seqs, segments, offsets, lengths = json.loads("[[%s],[%s],[%s],[%s]]" % tuple(columns))
     locations = list(zip(seqs, segments, offsets, lengths))
     if seqs != sorted(seqs):  # group_concat keeps the subquery's order in practice; SQLite does not promise it
         locations.sort()
     return locations
-
-
-def _int_list(column: str) -> list[int]:
-    return json.loads(f"[{column}]")
 
 
 _BEFORE_APPEND_SQL = (

@@ -33,6 +33,9 @@ RUNS_PER_SESSION = 10
 EVENTS_PER_RUN = 100
 EVENTS_PER_SESSION = RUNS_PER_SESSION * EVENTS_PER_RUN
 SCALES = {"10k": 10, "1M": 1_000, "10M": 10_000}  # name -> sessions of 1,000 events
+# As many sessions as the 1M store, 10 events each (one run, cut short): a store that differs
+# from the 1M one in its size only, for figures that should not depend on the size.
+WIDE_SCALE, WIDE_EVENTS_PER_SESSION = "10k-wide", 10
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -177,9 +180,11 @@ def _store_format() -> dict:
 
 
 def ensure_store(scale: str) -> Path:
-    """The store of ``scale`` events (1,000 per session, 10 runs of 100), built once and reused."""
+    """The store of ``scale`` events (1,000 per session, 10 runs of 100; or WIDE_SCALE), built once and reused."""
     path, marker = store_path(scale), _marker(scale)
     wanted = {**_store_format(), "scale": scale}
+    if scale == WIDE_SCALE:
+        wanted["events_per_session"] = WIDE_EVENTS_PER_SESSION
     if marker.exists() and path.is_dir():
         try:
             if json.loads(marker.read_text()) == wanted:
@@ -188,8 +193,9 @@ def ensure_store(scale: str) -> Path:
             pass
     from eventsvc import EventStore
 
-    sessions = SCALES[scale]
-    say(f"building the {scale}-event store in {path} ({sessions} sessions x {EVENTS_PER_SESSION} events, "
+    sessions = SCALES["1M"] if scale == WIDE_SCALE else SCALES[scale]
+    per_session = WIDE_EVENTS_PER_SESSION if scale == WIDE_SCALE else EVENTS_PER_SESSION
+    say(f"building the {scale}-event store in {path} ({sessions} sessions x {per_session} events, "
         "fsync off; once, then reused)")
     marker.unlink(missing_ok=True)
     shutil.rmtree(path, ignore_errors=True)
@@ -198,10 +204,10 @@ def ensure_store(scale: str) -> Path:
     try:
         for number in range(1, sessions + 1):
             events = [event for run in range(1, RUNS_PER_SESSION + 1)
-                      for event in run_events(run_name(number, run))]
+                      for event in run_events(run_name(number, run))][:per_session]
             store.append_many(session_name(number), events, default_source="bench")
             if number % 500 == 0:
-                say(f"  {number * EVENTS_PER_SESSION:,} events, {time.monotonic() - started:.0f} s")
+                say(f"  {number * per_session:,} events, {time.monotonic() - started:.0f} s")
     finally:
         store.close()
     os.sync()

@@ -152,7 +152,7 @@ class EventStore:
         states = {state.session_id: state for state in self._index.session_states()}
         for entry in os.scandir(self.segments_dir):
             if entry.is_dir() and is_valid_id(entry.name):
-                if not is_consistent(states.get(entry.name), Path(entry.path)):
+                if not is_consistent(states.get(entry.name), entry.path):
                     try:
                         self._repair(entry.name)
                     except StorageError:

@@ -241,9 +241,8 @@ class Index:
         return self.db.execute_sql("PRAGMA data_version").fetchone()[0]
 
     def session_states(self) -> list[SessionState]:
-        return [SessionState(*row) for row in self.Session.select(
-            self.Session.session_id, self.Session.last_seq, self.Session.segment, self.Session.end_offset
-        ).tuples()]
+        rows = self.db.execute_sql("SELECT session_id, last_seq, segment, end_offset FROM session")
+        return [SessionState(*row) for row in rows]
 
     def _page_query(self, session_id: str, run_id: str | None, since_seq: int, limit: int) -> pw.Select:
         Event = self.Event

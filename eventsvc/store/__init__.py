@@ -413,7 +413,7 @@ class EventStore:
         return [json.loads(line) for line in self._read_lines(session_id, locations)]
 
     def _read_lines(self, session_id: str, locations: list[Location]) -> list[bytes]:
-        return reads.read_lines(self.segments_dir / session_id, locations)
+        return reads.read_lines(os.path.join(self._segments_root, session_id), locations)
 
 
 def _checked_index(path: Path, locks: Locks) -> Index:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from itertools import groupby
 from operator import itemgetter
-from pathlib import Path
 
 from ..errors import StorageError, ValidationFailed
 from . import segments
@@ -23,15 +23,15 @@ def check_page_bounds(since_seq: int, limit: int) -> None:
         raise ValidationFailed("invalid page bounds", problems)
 
 
-def read_lines(session_dir: Path, locations: list[Location]) -> list[bytes]:
+def read_lines(session_dir: str, locations: list[Location]) -> list[bytes]:
     """The lines at ``locations`` (in their order), one pread per segment touched."""
     lines: list[bytes] = []
     for segment, group in groupby(locations, key=itemgetter(1)):  # (seq, segment, offset, length)
         spans = list(group)
-        path = session_dir / segments.segment_name(segment)
+        path = os.path.join(session_dir, segments.segment_name(segment))
         try:
             lines.extend(segments.read_lines(path, [loc[2] for loc in spans], [loc[3] for loc in spans]))
         except OSError as exc:
             log.error("read of %s failed: %s", path, exc)
-            raise StorageError(f"the log of session {session_dir.name!r} could not be read") from None
+            raise StorageError(f"the log of session {os.path.basename(session_dir)!r} could not be read") from None
     return lines

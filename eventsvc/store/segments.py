@@ -127,7 +127,7 @@ def read_exact(fd: int, offset: int, length: int) -> bytes:
     return data
 
 
-def read_lines(path: Path, offsets: list[int], lengths: list[int]) -> list[bytes]:
+def read_lines(path: str | Path, offsets: list[int], lengths: list[int]) -> list[bytes]:
     """The lines at ``offsets`` (each ``lengths`` long, newline included) of one segment, in order,
     without their newlines.
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import http.client
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,17 +38,22 @@ def test_one_connection_serves_many_requests(server: Server):
 
 
 def test_an_idle_keep_alive_connection_holds_no_thread(tmp_path: Path):
-    """With one worker of two threads, ten idle keep-alive connections still leave room for new requests."""
-    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1, env={"EVENTSVC_THREADS": "2"})
+    """With one worker of four threads, four idle keep-alive connections still leave room for new requests."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1, env={"EVENTSVC_THREADS": "4"})
     idle = []
     try:
-        for _ in range(2):
+        for _ in range(4):
             connection = _connection(server)
             connection.request("GET", "/healthz")
             assert connection.getresponse().read()
             idle.append(connection)
+        sockets = [connection.sock for connection in idle]
         for _ in range(10):
             assert requests.get(server.url + "/healthz", timeout=BOUND).status_code == 200
+        for connection, sock in zip(idle, sockets):  # still alive, and served again
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().read()
+            assert connection.sock is sock
     finally:
         for connection in idle:
             connection.close()
@@ -90,3 +96,30 @@ def test_a_worker_whose_threads_all_hold_streams_leaves_new_connections_to_the_o
 def _wait_until_answered(server: Server) -> None:
     """A closed stream frees its thread at the next keepalive write; until then requests may wait."""
     assert requests.get(server.url + "/healthz", headers={"Connection": "close"}, timeout=BOUND).status_code == 200
+
+
+def test_a_kept_alive_connection_is_not_left_waiting_behind_streams(tmp_path: Path):
+    """2 workers x 2 threads, three open streams: one worker is full. A pooled client's next
+    request is answered however its kept-alive connection fell: a full worker closes its idle
+    connections, and the client's pool reconnects, to the worker with a free thread."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2,
+                          env={"EVENTSVC_THREADS": "2", "EVENTSVC_SSE_KEEPALIVE": "0.2"})
+    client = requests.Session()
+    streams: list[requests.Response] = []
+    try:
+        requests.post(f"{server.url}/api/sessions/busy/events", json={"type": "user_message"},
+                      headers={"Connection": "close"}, timeout=BOUND).raise_for_status()
+        for _ in range(4):  # rounds: which worker holds the pooled connection is a race
+            assert client.get(server.url + "/healthz", timeout=BOUND).status_code == 200
+            streams += [_stream(server, "busy") for _ in range(3)]
+            time.sleep(0.2)  # the full worker's loop turns: it closes its idle connections
+            assert client.get(server.url + "/healthz", timeout=BOUND).status_code == 200
+            for stream in streams:
+                stream.close()
+            streams.clear()
+            _wait_until_answered(server)
+    finally:
+        for stream in streams:
+            stream.close()
+        client.close()
+        server.stop()

@@ -283,37 +283,52 @@ def test_two_sessions_racing_for_a_new_run_exactly_one_wins(spawn, data_dir):
 
 
 @pytest.mark.parametrize("lock", ["index_writer", "store_shared"])
-def test_a_forked_child_does_not_inherit_the_parents_lock(data_dir, tmp_path, lock):
+def test_a_child_forked_while_the_parent_holds_a_lock_takes_its_own(data_dir, lock):
     """flock belongs to the open file description, which a fork shares: the child must open its own.
 
-    The parent holds the lock (index writer) or the store lock shared, and forks; the child
-    wants the index writer, or the store exclusively (as a reindex does). It must wait.
+    The parent forks inside ``held()``; the child leaves that block (it must not release, or
+    miscount, what only the parent holds), then takes the same lock for itself. The index
+    writer lock must wait for the parent; the shared store lock must keep a reindex out.
     """
     store = EventStore(data_dir)
     store.append("s1", {"type": "user_message"})
     locks = store._locks
-    marker = tmp_path / "child-got-it"
+    ready, signal_ready = os.pipe()
     held = locks.index_writer() if lock == "index_writer" else locks.store(exclusive=False)
     with held:
         pid = os.fork()
-        if pid == 0:  # the child: take the lock, leave a mark, and go without running pytest's teardown
-            try:
-                wanted = locks.index_writer() if lock == "index_writer" else locks.store(exclusive=True)
-                with wanted:
-                    marker.write_text("yes")
-            finally:
-                os._exit(0)
-        time.sleep(0.5)
-        assert not marker.exists(), "the child took a lock the parent holds"
-    deadline = time.monotonic() + 10
+        if pid != 0:
+            time.sleep(0.5)
+            if lock == "index_writer":
+                assert select.select([ready], [], [], 0)[0] == [], "the child took a lock the parent holds"
+    if pid == 0:  # the child, out of the parent's block; it leaves without running pytest's teardown
+        try:
+            wanted = locks.index_writer() if lock == "index_writer" else locks.store(exclusive=False)
+            with wanted:
+                os.write(signal_ready, b"1")
+                time.sleep(1.0)
+        finally:
+            os._exit(0)
+    try:
+        assert select.select([ready], [], [], 10)[0] == [ready], "the child never got the lock"
+        if lock == "store_shared":
+            with pytest.raises(StoreBusy):
+                store.reindex(wait_seconds=0.3)
+    finally:
+        _reap(pid, within=5)
+    assert store.reindex(wait_seconds=2).events == 1
+    store.close()
+
+
+def _reap(pid: int, *, within: float) -> None:
+    """Wait for a forked child; one still running after ``within`` seconds is killed."""
+    deadline = time.monotonic() + within
     while os.waitpid(pid, os.WNOHANG) == (0, 0):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            pytest.fail("the child never got the lock after the parent let it go")
+            return
         time.sleep(0.02)
-    assert marker.read_text() == "yes"
-    store.close()
 
 
 def test_the_shared_store_lock_is_held_while_any_thread_is_inside(data_dir):

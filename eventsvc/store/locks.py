@@ -33,36 +33,41 @@ class _ProcessLock:
     def __init__(self, path: str, mode: int) -> None:
         self.path = path
         self.mode = mode
+        self._generation = 0  # bumped in a forked child: what a parent's thread held is not the child's
         self._reset()
         _process_locks.add(self)
 
     def _reset(self) -> None:
         self._mutex = threading.Lock()
         self._fd: int | None = None
+        self._closer: weakref.finalize | None = None
         self._inside = 0
 
     def after_fork(self) -> None:
         """A forked child must not share the parent's open file description (nor its lock)."""
-        if self._fd is not None:
-            try:
-                os.close(self._fd)  # the parent's lock stays: it holds its own descriptor
-            except OSError:
-                pass
+        self._generation += 1
+        self._close_descriptor()  # the parent keeps its lock: it holds its own descriptor
         self._reset()
 
     def _descriptor(self) -> int:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._closer = weakref.finalize(self, _close_quietly, self._fd)  # a store never closed leaks nothing
         return self._fd
+
+    def _close_descriptor(self) -> None:
+        if self._closer is not None:
+            self._closer()
+        self._fd, self._closer = None, None
 
     def close(self) -> None:
         with self._mutex:
-            if self._fd is not None and self._inside == 0:
-                os.close(self._fd)
-                self._fd = None
+            if self._inside == 0:
+                self._close_descriptor()
 
     @contextmanager
     def held(self) -> Iterator[None]:
+        generation = self._generation
         if self.mode == fcntl.LOCK_EX:
             with self._mutex:
                 fd = self._descriptor()
@@ -70,7 +75,8 @@ class _ProcessLock:
                 try:
                     yield
                 finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    if self._generation == generation:  # in a child forked meanwhile, fd is not ours
+                        fcntl.flock(fd, fcntl.LOCK_UN)
             return
         with self._mutex:  # a thread waiting here while the first one blocks in flock is fine: both must wait
             if self._inside == 0:
@@ -79,10 +85,18 @@ class _ProcessLock:
         try:
             yield
         finally:
-            with self._mutex:
-                self._inside -= 1
-                if self._inside == 0:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if self._generation == generation:  # a child forked meanwhile never counted this holder
+                with self._mutex:
+                    self._inside -= 1
+                    if self._inside == 0:
+                        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 _process_locks: weakref.WeakSet[_ProcessLock] = weakref.WeakSet()

@@ -79,7 +79,7 @@ def _compare(wrk: str, servers: dict[str, loadgen.Server], script: Path,
     for server in servers.values():
         loadgen.run_wrk(wrk, server.url, script, seconds=1)  # warm-up: imports, connections, caches
     results: dict[str, list[loadgen.WrkResult]] = {name: [] for name in servers}
-    for _ in range(common.REPEATS):
+    for _ in range(common.HTTP_REPEATS):
         for name, server in servers.items():
             before = loadgen.requests_by_worker(server.log_path)
             results[name].append(loadgen.run_wrk(wrk, server.url, script, seconds=common.HTTP_SECONDS))

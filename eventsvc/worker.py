@@ -7,6 +7,10 @@ whose threads all hold event streams go on accepting requests it cannot start, w
 other worker idles. Counting the connections handed to the thread pool keeps both:
 idle keep-alive connections wait in the poller without a thread, and a worker stops
 accepting (and keeping connections alive) once every thread is taken.
+
+Written against gunicorn 27's gthread worker (its enqueue_req, finish_request,
+set_accept_enabled, murder_keepalived and max_keepalived), hence the 27.x pin in setup.cfg;
+tests/test_worker.py checks the behaviour from outside, on a real server.
 """
 from __future__ import annotations
 

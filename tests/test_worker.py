@@ -53,7 +53,7 @@ def test_an_idle_keep_alive_connection_holds_no_thread(tmp_path: Path):
         for connection, sock in zip(idle, sockets):  # still alive, and served again
             connection.request("GET", "/healthz")
             assert connection.getresponse().read()
-            assert connection.sock is sock
+            assert sock is not None and connection.sock is sock
     finally:
         for connection in idle:
             connection.close()

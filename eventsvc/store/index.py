@@ -192,7 +192,7 @@ def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], ...]:
 
 @dataclass(frozen=True)
 class BeforeAppend:
-    """What an append must know before it writes, read in one statement."""
+    """What an append (or a repair indexing lines found in the log) must know first, read in one statement."""
 
     state: SessionState | None
     stored: dict[str, Location]  # event_id -> where it is, for the append's ids already in the session
@@ -299,20 +299,6 @@ class Index:
                .order_by(Event.seq.desc()).limit(1).tuples().first())
         return Location(*row) if row else None
 
-    def locations_of(self, session_id: str, event_ids: Sequence[str]) -> dict[str, Location]:
-        """Where each of ``event_ids`` is stored in the session (ids not stored are left out).
-
-        Every append asks this, so it is one fixed statement with the ids as one JSON array, and
-        it names its index: without statistics SQLite would scan the session's primary key.
-        """
-        if not event_ids:
-            return {}
-        rows = self.db.execute_sql(
-            'SELECT event_id, seq, segment, "offset", length FROM event INDEXED BY idx_session_event_id'
-            " WHERE session_id = ? AND event_id IN (SELECT value FROM json_each(?))",
-            (session_id, json.dumps(list(event_ids))))
-        return {event_id: Location(*where) for event_id, *where in rows}
-
     def before_append(self, session_id: str, event_ids: Sequence[str], run_ids: Iterable[str]) -> BeforeAppend:
         """The checkpoint, the stored ones of ``event_ids`` and the owners of ``run_ids``, in one statement.
 
@@ -330,15 +316,6 @@ class Index:
             else:
                 owners[text] = d
         return BeforeAppend(state, stored, owners)
-
-    def run_owners(self, run_ids: Iterable[str]) -> dict[str, str]:
-        """The owning session of each run in ``run_ids`` that has one."""
-        run_ids = list(run_ids)
-        if not run_ids:
-            return {}
-        return dict(self.db.execute_sql(
-            "SELECT run_id, session_id FROM run WHERE run_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(run_ids),)))
 
     def run_session(self, run_id: str) -> str | None:
         row = self.db.execute_sql("SELECT session_id FROM run WHERE run_id = ?", (run_id,)).fetchone()

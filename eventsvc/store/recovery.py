@@ -125,8 +125,9 @@ def _flush(index: Index, pending: _Pending) -> None:
         return
     session_id = rows[0][0]
     clash: str | None = None
-    stored = index.locations_of(session_id, [row[4] for row in rows])
-    owners = index.run_owners({row[2] for row in rows if row[2] is not None})
+    known = index.before_append(session_id, [row[4] for row in rows],
+                                {row[2] for row in rows if row[2] is not None})
+    stored, owners = known.stored, known.run_owners
     runs: dict[str, int] = {}
     for position, row in enumerate(rows):
         seq, run_id, event_id = row[1], row[2], row[4]

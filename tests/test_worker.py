@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import http.client
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -68,58 +70,52 @@ def _stream(server: Server, session_id: str) -> requests.Response:
     return response
 
 
+@contextmanager
+def _two_workers_of_two_threads(tmp_path: Path) -> Iterator[tuple[Server, list[requests.Response]]]:
+    """A server of 2 workers x 2 threads whose session "busy" holds one event, and a list of the
+    test's open streams, all closed at the end (short keepalives: a closed stream soon frees its thread)."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2,
+                          env={"EVENTSVC_THREADS": "2", "EVENTSVC_SSE_KEEPALIVE": "0.2"})
+    streams: list[requests.Response] = []
+    try:
+        requests.post(f"{server.url}/api/sessions/busy/events", json={"type": "user_message"},
+                      headers={"Connection": "close"}, timeout=BOUND).raise_for_status()
+        yield server, streams
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()
+
+
+def _close_streams(server: Server, streams: list[requests.Response]) -> None:
+    """Close them, then wait until a request is answered: each frees its thread at its next keepalive write."""
+    for stream in streams:
+        stream.close()
+    streams.clear()
+    assert requests.get(server.url + "/healthz", headers={"Connection": "close"}, timeout=BOUND).status_code == 200
+
+
 def test_a_worker_whose_threads_all_hold_streams_leaves_new_connections_to_the_other(tmp_path: Path):
     """2 workers x 2 threads: four streams opened one after another all start, whichever worker took which.
 
     A worker that went on accepting with both threads taken would leave a stream (or any
     request) queued for a thread that frees only when a stream ends.
     """
-    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2,
-                          env={"EVENTSVC_THREADS": "2", "EVENTSVC_SSE_KEEPALIVE": "0.2"})
-    streams: list[requests.Response] = []
-    try:
-        requests.post(f"{server.url}/api/sessions/busy/events", json={"type": "user_message"},
-                      headers={"Connection": "close"}, timeout=BOUND).raise_for_status()
+    with _two_workers_of_two_threads(tmp_path) as (server, streams):
         for _ in range(3):  # rounds: which worker wins each accept is a race, so try it more than once
             for _ in range(4):
                 streams.append(_stream(server, "busy"))
-            for stream in streams:
-                stream.close()
-            streams.clear()
-            _wait_until_answered(server)
-    finally:
-        for stream in streams:
-            stream.close()
-        server.stop()
-
-
-def _wait_until_answered(server: Server) -> None:
-    """A closed stream frees its thread at the next keepalive write; until then requests may wait."""
-    assert requests.get(server.url + "/healthz", headers={"Connection": "close"}, timeout=BOUND).status_code == 200
+            _close_streams(server, streams)
 
 
 def test_a_kept_alive_connection_is_not_left_waiting_behind_streams(tmp_path: Path):
     """2 workers x 2 threads, three open streams: one worker is full. A pooled client's next
     request is answered however its kept-alive connection fell: a full worker closes its idle
     connections, and the client's pool reconnects, to the worker with a free thread."""
-    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2,
-                          env={"EVENTSVC_THREADS": "2", "EVENTSVC_SSE_KEEPALIVE": "0.2"})
-    client = requests.Session()
-    streams: list[requests.Response] = []
-    try:
-        requests.post(f"{server.url}/api/sessions/busy/events", json={"type": "user_message"},
-                      headers={"Connection": "close"}, timeout=BOUND).raise_for_status()
+    with _two_workers_of_two_threads(tmp_path) as (server, streams), requests.Session() as client:
         for _ in range(4):  # rounds: which worker holds the pooled connection is a race
             assert client.get(server.url + "/healthz", timeout=BOUND).status_code == 200
             streams += [_stream(server, "busy") for _ in range(3)]
             time.sleep(0.2)  # the full worker's loop turns: it closes its idle connections
             assert client.get(server.url + "/healthz", timeout=BOUND).status_code == 200
-            for stream in streams:
-                stream.close()
-            streams.clear()
-            _wait_until_answered(server)
-    finally:
-        for stream in streams:
-            stream.close()
-        client.close()
-        server.stop()
+            _close_streams(server, streams)

@@ -81,11 +81,16 @@ def loads_strict(body: bytes) -> Any:
         raise BadRequest(f"unacceptable JSON number: {exc}") from None
 
 
+# Built once: json.dumps with any non-default option builds a new encoder on every call.
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_canonical = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False).encode
+
+
 def dumps_compact(value: Any) -> str:
     """Compact, UTF-8-friendly JSON; raises ValueError on NaN/Infinity and TypeError on non-JSON values."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _compact(value)
 
 
 def canonical(value: Any) -> str:
     """A key-order-independent form, for comparing two payloads for equality."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return _canonical(value)

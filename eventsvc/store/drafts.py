@@ -5,7 +5,7 @@ its line as two pre-serialised halves and the seq is spliced in under the lock.
 """
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -60,6 +60,7 @@ def prepare(session_id: str, events: Sequence[Any], *, schema: EventInputSchema,
         except ValidationError as exc:
             raise ValidationFailed("invalid event", exc.messages) from None
     now = format_timestamp(datetime.now(timezone.utc))
+    new_ids = iter(new_event_ids(sum(1 for item in loaded if not item["event_id"])))
     drafts: list[Draft] = []
     errors: dict[int, dict[str, list[str]]] = {}
     first_use: dict[str, int] = {}
@@ -74,7 +75,7 @@ def prepare(session_id: str, events: Sequence[Any], *, schema: EventInputSchema,
             "run_id": item["run_id"],
             "seq": None,
             "source": item["source"] or default_source,
-            "event_id": item["event_id"] or str(uuid.uuid4()),
+            "event_id": item["event_id"] or next(new_ids),
             "payload": item["payload"],
         }
         if envelope["event_id"] in first_use:
@@ -92,11 +93,32 @@ def prepare(session_id: str, events: Sequence[Any], *, schema: EventInputSchema,
     return drafts
 
 
+def new_event_ids(count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs, as uuid4() makes them, from one read of the OS's random source."""
+    raw = os.urandom(16 * count)
+    ids = []
+    for start in range(0, len(raw), 16):
+        value = (int.from_bytes(raw[start:start + 16], "big") & ~(0xF000 << 64 | 0xC000 << 48)
+                 | (0x4000 << 64 | 0x8000 << 48))  # version 4, RFC 4122 variant
+        digits = "%032x" % value
+        ids.append(f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}")
+    return ids
+
+
+_SEQ_KEY = ',"seq":'
+_NO_SEQ = _SEQ_KEY + "null,"
+
+
 def _serialise(position: int, envelope: dict[str, Any], expected_seq: int | None) -> Draft:
-    front = {key: envelope[key] for key in ("type", "timestamp", "session_id", "run_id")}
-    back = {key: envelope[key] for key in ("source", "event_id", "payload")}
-    head = (dumps_compact(front)[:-1] + ',"seq":').encode("utf-8")
-    tail = ("," + dumps_compact(back)[1:] + "\n").encode("utf-8")
+    """One encode of the envelope (seq still None), cut where the seq goes.
+
+    Only strings or null precede the seq key, and a quote inside a JSON string is escaped,
+    so the first ``,"seq":null,`` in the text is the key itself.
+    """
+    text = dumps_compact(envelope)
+    cut = text.index(_NO_SEQ)
+    head = text[:cut + len(_SEQ_KEY)].encode("utf-8")
+    tail = ("," + text[cut + len(_NO_SEQ):] + "\n").encode("utf-8")
     return Draft(position, envelope, expected_seq, head, tail)
 
 

@@ -98,7 +98,7 @@ def check_json_response(status: int, headers: Any, data: bytes) -> Any:
     if status >= 400:
         assert isinstance(body, dict) and set(body) == {"error"}, body
         error = body["error"]
-        assert isinstance(error, dict) and {"code", "message"} <= set(error) <= {"code", "message", "details"}, error
+        assert isinstance(error, dict) and {"code", "message"} <= set(error) <= {"code", "message", "details", "request_id"}, error
         assert error["code"] in STATUS_OF, error
         assert STATUS_OF[error["code"]] == status, (status, error)
         assert isinstance(error["message"], str) and error["message"], error

@@ -12,8 +12,10 @@ def store() -> EventStore:
 
 
 def register(app: Flask, tokens: TokenTable) -> None:
-    from . import auth, errors, meta, runs, sessions, streams
+    from . import auth, errors, meta, request_ids, runs, sessions, streams
 
+    app.extensions["eventsvc.tokens"] = tokens
+    request_ids.init_app(app)
     auth.init_app(app, tokens)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(runs.bp)

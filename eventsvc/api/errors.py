@@ -1,4 +1,4 @@
-"""One error shape for everything: ``{"error": {"code", "message", "details"?}}``.
+"""One error shape for everything: ``{"error": {"code", "message", "details"?, "request_id"}}``.
 
 Domain errors carry their code; this module alone knows which HTTP status each code gets.
 Unexpected exceptions are logged with their traceback and answered without one.
@@ -14,6 +14,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from ..errors import EventSvcError
+from .request_ids import request_id
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
+    rid = request_id()
+    if rid is not None:
+        error["request_id"] = rid
     # ASCII escapes: details can quote hostile input (a lone surrogate in a key, say) back.
     body = json.dumps({"error": error}, ensure_ascii=True)
     response = Response(body, status=status, mimetype="application/json")

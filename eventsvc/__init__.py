@@ -33,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         segment_bytes=app.config["SEGMENT_BYTES"],
         max_event_bytes=app.config["MAX_EVENT_BYTES"],
         event_types=build_registry(app.config["EXTRA_EVENT_TYPES"]),
+        io=_timed_io() if app.config["METRICS"] else None,
     )
     if app.config["FSYNC"] == "never":
         log.warning("EVENTSVC_FSYNC=never: acknowledged events can be lost if the machine crashes")
@@ -42,3 +43,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register(app, tokens)
     return app
+
+
+def _timed_io():
+    # Imported here, not at the top: under gunicorn prometheus_client must first be imported
+    # in a worker, after the config has set PROMETHEUS_MULTIPROC_DIR (see eventsvc.metrics).
+    from .metrics import TimedSegmentIO
+
+    return TimedSegmentIO()

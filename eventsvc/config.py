@@ -34,6 +34,13 @@ def _flag(value: str) -> bool:
     return flag in ("1", "true", "yes")
 
 
+def _log_format(value: str) -> str:
+    form = value.strip().lower()
+    if form not in ("text", "json"):
+        raise ValueError("must be 'text' or 'json'")
+    return form
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -71,6 +78,9 @@ SETTINGS = (
     Setting("THREADS", 128, _positive_int,
             "threads per gunicorn worker (make run): each open event stream holds one"),
     Setting("LOG_LEVEL", "info", str, "log level of the service and gunicorn"),
+    Setting("LOG_FORMAT", "text", _log_format,
+            "'text': human-readable gunicorn logs; 'json': one JSON object per line (access and error logs)"),
+    Setting("METRICS", True, _flag, "0: no Prometheus metrics (GET /metrics answers 404) and no per-request counting"),
 )
 
 

@@ -4,7 +4,10 @@ Worker model: ``gthread`` (see eventsvc.worker). Each open event stream holds on
 workers x EVENTSVC_THREADS (128) serve a few hundred watchers while short requests keep
 flowing; a worker learns of other workers' appends from SQLite (see eventsvc.store.watch).
 """
+import os
+import shutil
 import sys
+import tempfile
 
 from eventsvc import config as _config
 
@@ -20,7 +23,9 @@ worker_connections = 2 * threads
 loglevel = _settings["LOG_LEVEL"]
 accesslog = "-"
 # No Authorization header, no body, no query string: only what an operator needs to follow traffic.
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms %(p)s rid=%({x-request-id}o)s'
+if _settings["LOG_FORMAT"] == "json":
+    logger_class = "eventsvc.logs.JsonLogger"  # one JSON object per line, access and error logs alike
 graceful_timeout = 10
 
 
@@ -30,6 +35,7 @@ def on_starting(server):
     if refusal:
         print(f"eventsvc: {refusal}", file=sys.stderr)
         sys.exit(2)
+    _make_metrics_dir()
 
 
 def when_ready(server):
@@ -37,3 +43,26 @@ def when_ready(server):
     if not (_settings["API_TOKENS"] or _settings["READ_TOKENS"] or _settings["TOKENS_FILE"]):
         server.log.warning("no EVENTSVC_API_TOKENS, EVENTSVC_READ_TOKENS or EVENTSVC_TOKENS_FILE: "
                            "the API on %s is open to anyone who can reach it", ", ".join(server.cfg.bind))
+
+
+# -- Prometheus multiprocess mode (eventsvc.metrics): one fresh directory per server ------------------
+
+
+def _make_metrics_dir():
+    """Before the workers fork (and import prometheus_client): a new, empty directory for their values."""
+    if _settings["METRICS"]:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="eventsvc-metrics-")
+
+
+def child_exit(server, worker):
+    """In the master, as each worker exits: its live gauges (open streams, long-polls) stop counting."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    path = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)

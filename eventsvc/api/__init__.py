@@ -12,7 +12,7 @@ def store() -> EventStore:
 
 
 def register(app: Flask, tokens: TokenTable) -> None:
-    from . import auth, errors, meta, openapi, request_ids, runs, sessions, streams
+    from . import auth, errors, meta, metrics, openapi, request_ids, runs, sessions, streams
 
     app.extensions["eventsvc.tokens"] = tokens
     request_ids.init_app(app)
@@ -22,4 +22,6 @@ def register(app: Flask, tokens: TokenTable) -> None:
     app.register_blueprint(meta.bp)
     app.register_blueprint(streams.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics.bp)
+    metrics.init_app(app)
     errors.init_app(app)

@@ -1,4 +1,4 @@
-"""Bearer-token access control for ``/api/...``; ``/healthz`` stays open.
+"""Bearer-token access control for ``/api/...`` and ``/metrics``; ``/healthz`` stays open.
 
 Missing or unknown token: 401 with ``WWW-Authenticate: Bearer``; a read-only token on a
 write: 403. With no token configured the API is open (``create_app`` warns once).
@@ -27,7 +27,7 @@ def init_app(app: Flask, tokens: TokenTable) -> None:
 
     @app.before_request
     def require_token() -> None:
-        if not request.path.startswith("/api/"):
+        if not (request.path.startswith("/api/") or request.path == "/metrics"):
             return
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")

@@ -10,7 +10,7 @@ from typing import Any
 
 import json
 
-from flask import Flask, Response
+from flask import Flask, Response, g, has_request_context
 from werkzeug.exceptions import HTTPException
 
 from ..errors import EventSvcError
@@ -50,6 +50,8 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     rid = request_id()
     if rid is not None:
         error["request_id"] = rid
+    if has_request_context():
+        g.error_code = code  # for the metrics hooks (append outcomes, storage errors)
     # ASCII escapes: details can quote hostile input (a lone surrogate in a key, say) back.
     body = json.dumps({"error": error}, ensure_ascii=True)
     response = Response(body, status=status, mimetype="application/json")
@@ -73,7 +75,7 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected(exc: Exception) -> Response:
-    log.exception("unhandled error")
+    log.exception("unhandled error (request %s)", request_id())
     return error_response(500, "internal_error", "internal error; the server log has the details")
 
 

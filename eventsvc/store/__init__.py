@@ -27,6 +27,7 @@ from .index import (DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, Se
                     storage_error)
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, catch_up, is_consistent
+from .totals import StoreTotals, TotalsReader
 from .watch import AppendWatcher
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class EventStore:
         self.damaged: dict[str, str] = {}
         self._opened: Index | None = None
         self._opening = threading.Lock()
+        self._totals = TotalsReader(self._segments_root)
         self.watcher = AppendWatcher(lambda ids: self._index.last_seqs(ids), lambda: self._index.data_version())
         try:
             self._index  # noqa: B018 - open and recover now, so the first request does not pay for it
@@ -406,6 +408,11 @@ class EventStore:
         """The session a run belongs to, or None for an unknown run."""
         return self._index.run_session(run_id)
 
+    @_translated
+    def totals(self) -> StoreTotals:
+        """Sessions, events and bytes held, from the index's session table (no scan of the log)."""
+        return self._totals.read(self._index)
+
     def query_plan(self, session_id: str, run_id: str | None = None) -> str:
         return self._index.query_plan(session_id, run_id)
 
@@ -431,4 +438,4 @@ def _remove_database(path: Path) -> None:
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
-__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport"]
+__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport", "StoreTotals"]

@@ -29,3 +29,4 @@ clean:
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_fuzz.py
+	SCHEMATHESIS_EXAMPLES=1000 $(BIN)/pytest tests/test_openapi_conformance.py

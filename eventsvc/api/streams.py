@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, request
 
 from ..errors import NotFound
 from ..live import Delivery, End, KeepAlive, resolve, subscribe
+from ..schemas import is_valid_id
 from ..store import EventStore
 from . import store
 from .wire import stream_query
@@ -33,8 +34,11 @@ def _stream(*, session_id: str | None, run_id: str | None) -> Response:
     query = stream_query(request)
     keepalive = float(current_app.config["SSE_KEEPALIVE"])
     event_store = store()
-    # Unknown session or run: a JSON 404 before any stream starts, unless asked to wait for it.
-    resolved = None if query["wait"] else resolve(event_store, session_id=session_id, run_id=run_id, wait=0)
+    # Unknown session or run: a JSON 404 before any stream starts, unless asked to wait for it
+    # (and an id that can never exist is not waited for).
+    can_appear = is_valid_id(run_id if run_id is not None else session_id)
+    resolved = (None if query["wait"] and can_appear
+                else resolve(event_store, session_id=session_id, run_id=run_id, wait=0))
     body = _frames(event_store, resolved, session_id, run_id, query, keepalive)
     return Response(body, status=200, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

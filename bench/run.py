@@ -95,11 +95,13 @@ def main() -> int:
     rows: list[Row] = []
     rows += guarded("figures 1-2: appends in process", bench_append.main)
     if wrk:
-        rows += guarded("figure 3: HTTP appends", lambda: [bench_http.figure_3(wrk)])
+        rows += guarded("figure 3: HTTP appends", lambda: bench_http.figure_3(wrk))
         rows += guarded("figures 4 and 7: HTTP run reads, worker memory",
                         lambda: bench_http.figure_4(wrk, after=bench_memory.worker_rows))
     else:
         rows += [common.skipped("3 HTTP append", "≥ 0.6", loadgen.WRK_HELP),
+                 common.skipped("3m HTTP append: metrics on vs off", "≥ 0.95", loadgen.WRK_HELP),
+                 common.skipped("4m HTTP run page: metrics on vs off", "≥ 0.95", loadgen.WRK_HELP),
                  common.skipped("4 HTTP run page", "≥ 1.0", loadgen.WRK_HELP),
                  common.skipped("7 memory: gunicorn worker", "≤ 1.0", loadgen.WRK_HELP)]
     rows += guarded("figure 5: query scale and cold cache", bench_query.main)

@@ -76,3 +76,10 @@ def on_exit(server):
     path = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if path:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """Requests gunicorn refuses itself (414, 431, a malformed one) get the JSON error shape too."""
+    from eventsvc import http_errors
+
+    http_errors.install()

@@ -51,3 +51,4 @@ def test_text_access_lines_carry_the_request_id(server):
     assert any('"GET /api/event-types"' in line and line.endswith("rid=trace-7") for line in log.splitlines())
     assert f"rid={generated}" in log
     assert "secret-value" not in log
+

@@ -26,15 +26,17 @@ def _ref(name: str) -> dict[str, str]:
 _HEADERS = {REQUEST_ID_HEADER: {"description": "the request id (the client's own when it sent a valid one)",
                                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}}}
 _ERRORS = {
-    400: "bad_request: malformed JSON, invalid UTF-8, NaN/Infinity, a repeated key, nesting too deep, "
-         "or a body shorter than its Content-Length",
+    400: "bad_request: an HTTP request the server cannot parse; for a body: malformed JSON, invalid UTF-8, "
+         "NaN/Infinity, a repeated key, nesting too deep, or a body shorter than its Content-Length",
     401: "unauthorized: tokens are configured and the request has none or an unknown one",
     403: "forbidden: a read-only token on a write",
     404: "not_found: unknown session or run",
     409: "seq_conflict, event_id_conflict or run_session_conflict; nothing was written",
     413: "payload_too_large: one event over EVENTSVC_MAX_EVENT_BYTES or a body over EVENTSVC_MAX_REQUEST_BYTES",
+    414: "uri_too_long: the request line is over 4094 bytes (answered by gunicorn, in the same shape)",
     415: "unsupported_media_type: the body is not application/json in UTF-8",
     422: "validation_error: envelope or query rules broken; details maps field (or batch index) to messages",
+    431: "request_header_fields_too_large: a header field over 8190 bytes, or over 100 fields",
     500: "internal_error: an unexpected fault; the server log has the details (find it by request id)",
     503: "storage_unavailable or store_busy (the disk failed, or a lock is held by an operator's tool)",
     507: "insufficient_storage: the disk is full; nothing was written",
@@ -54,9 +56,13 @@ def _json(schema: Any) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+# Any request can be refused before it reaches a route: gunicorn parses it first.
+_HTTP_LAYER = (400, 414, 431, 500)
+
+
 def _errors(*statuses: int, streams: bool = False) -> dict[str, Any]:
     answers = {}
-    for status in (*statuses, 500):
+    for status in sorted({*statuses, *_HTTP_LAYER}):
         description = _ERRORS[status] + (_STREAM_503 if status == 503 and streams else "")
         answer = _answer(description, _json(_ref("Error")))
         if status == 401:
@@ -106,7 +112,7 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
         "responses": {
             "201": _answer("stored: the envelope (object body) or {events} (array body)", _json(_APPENDED)),
             "200": _answer("an idempotent re-send: every event was already stored", _json(_APPENDED)),
-            **_errors(400, 401, 403, 409, 413, 415, 422, 503, 507),
+            **_errors(401, 403, 409, 413, 415, 422, 503, 507),
         },
     }),
     "sessions.session_events": _page_read("Read a session's events (long-poll with `wait`)"),

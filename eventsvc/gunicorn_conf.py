@@ -25,8 +25,8 @@ loglevel = _settings["LOG_LEVEL"]
 accesslog = "-"
 # No Authorization header, no body, no query string: only what an operator needs to follow traffic.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms %(p)s rid=%({x-request-id}o)s'
-if _settings["LOG_FORMAT"] == "json":
-    logger_class = "eventsvc.logs.JsonLogger"  # one JSON object per line, access and error logs alike
+# Both redact what a bad request quoted; json writes one JSON object per line, access and error logs alike.
+logger_class = "eventsvc.logs.JsonLogger" if _settings["LOG_FORMAT"] == "json" else "eventsvc.logs.RedactingLogger"
 graceful_timeout = 10
 
 

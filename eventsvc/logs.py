@@ -1,7 +1,9 @@
-"""``EVENTSVC_LOG_FORMAT=json``: gunicorn's access and error logs as one JSON object per line.
+"""gunicorn's loggers for ``make run``: secrets redacted, and ``EVENTSVC_LOG_FORMAT=json``.
 
-Set as gunicorn's ``logger_class`` by ``eventsvc.gunicorn_conf`` in json mode only; the default
-text logs are gunicorn's own. An access line holds the time, level, request id, method, path
+``RedactingLogger`` (text, the default) keeps gunicorn's own formats, but cuts what gunicorn
+quotes from a request it could not parse (a header line, which may be a token) and the query
+string of a request URI out of its error log. ``JsonLogger`` also writes the access and error
+logs as one JSON object per line. An access line holds the time, level, request id, method, path
 (never the query string's values, only its parameter names), status, duration and bytes: never
 a header, so never a token.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -48,7 +51,28 @@ class _MessageOnly(logging.Formatter):
         return record.getMessage()
 
 
-class JsonLogger(Logger):
+_QUOTED = re.compile(r"'.*'|\".*\"", re.DOTALL)
+_QUERY = re.compile(r"\?\S*")
+
+
+def redact(record: logging.LogRecord) -> bool:
+    """A logging filter: gunicorn's messages about bad requests lose what the client sent."""
+    message = record.getMessage()
+    if message.startswith("Invalid request from ip="):
+        record.msg, record.args = _QUOTED.sub("'<redacted>'", message), ()
+    elif message.startswith("Error handling request"):
+        record.msg, record.args = _QUERY.sub("?<redacted>", message), ()
+    return True
+
+
+class RedactingLogger(Logger):
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if redact not in self.error_log.filters:
+            self.error_log.addFilter(redact)
+
+
+class JsonLogger(RedactingLogger):
     """gunicorn's logger with JSON formatters; the service's own ``eventsvc`` loggers write through it too."""
 
     def setup(self, cfg: Any) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 import requests
@@ -52,3 +53,21 @@ def test_text_access_lines_carry_the_request_id(server):
     assert f"rid={generated}" in log
     assert "secret-value" not in log
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("log_format",), [("text",), ("json",)])
+def test_what_a_malformed_request_quoted_stays_out_of_the_error_log(tmp_path, log_format):
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
+                          env={"EVENTSVC_LOG_FORMAT": log_format})
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"GET /api/event-types HTTP/1.1\r\nHost: x\r\nBearer {TOKEN}\r\n\r\n".encode())
+            answer = sock.recv(65536)
+    finally:
+        server.stop()
+    assert answer.startswith(b"HTTP/1.1 400") and b'"code": "bad_request"' in answer
+    log = server.log()
+    assert "Invalid request from ip=" in log and "<redacted>" in log
+    assert TOKEN not in log

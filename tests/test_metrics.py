@@ -80,16 +80,24 @@ def test_a_failed_fsync_counts_as_a_storage_error_and_an_append_outcome(client, 
 
 
 def worker_pids(master: int) -> set[int]:
+    """Live (not zombie) children of the gunicorn master."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+            if int(fields[1]) == master and fields[0] != "Z":
                 pids.add(int(entry.name))
     return pids
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).ok
+    except requests.RequestException:
+        return False
 
 
 def posts_by_worker(log: str) -> set[str]:
@@ -156,17 +164,26 @@ def test_counters_move_by_exactly_the_traffic_summed_over_both_workers(tmp_path)
         on_disk = sum(path.stat().st_size for path in (tmp_path / "data" / "segments").rglob("*.jsonl"))
         assert value(after, "eventsvc_store_log_bytes") == on_disk
 
-        # An open stream counts while it is open, and stops counting when its worker dies.
+        # An open stream counts while it is open: until its client goes away, or its worker dies.
+        stream = requests.get(f"{server.url}/api/sessions/m-0/events/stream", stream=True, timeout=10)
+        assert next(stream.iter_lines()) == b"retry: 2000"
+        wait_for(lambda: value(scrape(), "eventsvc_open_streams") == 1, "the stream to count")
+        stream.close()
+        wait_for(lambda: value(scrape(), "eventsvc_open_streams") == 0, "the closed stream to stop counting")
         stream = requests.get(f"{server.url}/api/sessions/m-0/events/stream", stream=True, timeout=10)
         assert next(stream.iter_lines()) == b"retry: 2000"
         wait_for(lambda: value(scrape(), "eventsvc_open_streams") == 1, "the stream to count")
         for pid in worker_pids(server.process.pid):
             os.kill(pid, signal.SIGKILL)
         stream.close()
-        wait_for(lambda: len(worker_pids(server.process.pid)) == 2 and requests.get(
-            server.url + "/healthz", timeout=5).ok, "new workers")
-        survived = wait_for(lambda: (lambda s: s if value(s, "eventsvc_open_streams") == 0 else None)(scrape()),
-                            "the dead worker's stream to stop counting")
+        wait_for(lambda: len(worker_pids(server.process.pid)) == 2 and answers(server.url + "/healthz"),
+                 "new workers")
+
+        def no_open_stream() -> Samples | None:
+            samples = scrape()
+            return samples if value(samples, "eventsvc_open_streams") == 0 else None
+
+        survived = wait_for(no_open_stream, "the dead worker's stream to stop counting")
         assert value(survived, "eventsvc_append_requests_total", outcome="created") == value(
             after, "eventsvc_append_requests_total", outcome="created")
     finally:

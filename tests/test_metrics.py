@@ -61,6 +61,17 @@ def test_metrics_need_a_read_token_when_tokens_are_configured(data_dir):
     assert client.get("/healthz").status_code == 200
 
 
+def test_a_refused_append_is_counted_and_timed(data_dir):
+    client = create_app({"DATA_DIR": str(data_dir), "API_TOKENS": "writer-1"}).test_client()
+    auth = {"Authorization": "Bearer writer-1"}
+    before = parse(client.get("/metrics", headers=auth).get_data(as_text=True))
+    assert client.post("/api/sessions/s1/events", json={"type": "status"}).status_code == 401
+    after = parse(client.get("/metrics", headers=auth).get_data(as_text=True))
+    assert moved(before, after, "eventsvc_append_requests_total", outcome="unauthorized") == 1
+    assert moved(before, after, "eventsvc_append_duration_seconds_count") == 1
+    assert moved(before, after, "eventsvc_append_duration_seconds_sum") > 0
+
+
 def test_a_failed_fsync_counts_as_a_storage_error_and_an_append_outcome(client, app):
     class FailingFsync(segments.SegmentIO):
         def fsync(self, fd: int) -> None:

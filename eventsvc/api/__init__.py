@@ -16,6 +16,7 @@ def register(app: Flask, tokens: TokenTable) -> None:
 
     app.extensions["eventsvc.tokens"] = tokens
     request_ids.init_app(app)
+    metrics.init_app(app)  # before auth: a refused request is timed and counted too
     auth.init_app(app, tokens)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(runs.bp)
@@ -23,5 +24,4 @@ def register(app: Flask, tokens: TokenTable) -> None:
     app.register_blueprint(streams.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(metrics.bp)
-    metrics.init_app(app)
     errors.init_app(app)

@@ -63,7 +63,8 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def counted(response: Response) -> Response:
         endpoint = request.endpoint
-        elapsed = time.perf_counter() - g.get("metrics_started", time.perf_counter())
+        started_at = g.get("metrics_started")
+        elapsed = time.perf_counter() - started_at if started_at is not None else 0.0
         error_code = g.get("error_code")
         m.HTTP_REQUESTS.labels(request.url_rule.rule if request.url_rule else "unmatched",
                                str(response.status_code)).inc()

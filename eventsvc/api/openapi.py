@@ -7,6 +7,7 @@ schema, parameters and status codes go with which endpoint. An endpoint missing 
 """
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -56,7 +57,7 @@ def build(app: Flask) -> dict[str, Any]:
         operation = OPERATIONS.get(rule.endpoint)
         if operation is None or not documented_path(rule.rule):
             continue
-        method, described = operation
+        method, described = copy.deepcopy(operation)  # apispec resolves schemas in place
         parameters = [_path_parameter(name) for name in sorted(rule.arguments)]
         described = {**described, "parameters": parameters + described.get("parameters", []) + [_REQUEST_ID]}
         spec.path(path=openapi_path(rule.rule), operations={method: described})

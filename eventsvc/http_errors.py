@@ -15,17 +15,17 @@ from typing import Any
 
 from gunicorn import util
 
-CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+CODES = {400: "bad_request", 403: "forbidden", 408: "request_timeout", 414: "uri_too_long", 417: "expectation_failed",
          431: "request_header_fields_too_large", 500: "internal_error", 501: "not_implemented"}
 MESSAGES = {414: "the request line is longer than this server accepts",
             431: "the request's header fields are larger than this server accepts"}
 
 
-def json_error(status: int, reason: str) -> bytes:
+def json_error(status: int, reason: str, *, code: str | None = None, message: str | None = None) -> bytes:
     """The whole HTTP answer; gunicorn's own message is not echoed (it may quote hostile input)."""
     request_id = secrets.token_hex(16)
-    message = MESSAGES.get(status, f"the server could not read this request ({reason.lower()})")
-    body = json.dumps({"error": {"code": CODES.get(status, "bad_request"), "message": message,
+    message = message or MESSAGES.get(status, f"the server could not read this request ({reason.lower()})")
+    body = json.dumps({"error": {"code": code or CODES.get(status, "bad_request"), "message": message,
                                  "request_id": request_id}}).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nX-Request-ID: {request_id}\r\n"

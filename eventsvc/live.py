@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import RunNotFound, SessionNotFound
-from .schemas import is_valid_id
 from .store import EventStore, Page
 from .types import RUN_TERMINAL_TYPES
 
@@ -45,8 +44,6 @@ def resolve(store: EventStore, *, session_id: str | None, run_id: str | None, wa
     """
     deadline = time.monotonic() + wait
     if run_id is not None:
-        if not is_valid_id(run_id):  # it can never appear: do not wait for it
-            raise RunNotFound(f"run {run_id!r} not found")
         while True:
             owner = store.run_session(run_id)
             if owner is not None:
@@ -55,8 +52,6 @@ def resolve(store: EventStore, *, session_id: str | None, run_id: str | None, wa
                 raise RunNotFound(f"run {run_id!r} not found")
             time.sleep(min(_RUN_APPEAR_POLL, max(0.0, deadline - time.monotonic())))
     assert session_id is not None
-    if not is_valid_id(session_id):
-        raise SessionNotFound(f"session {session_id!r} not found")
     if store.last_seq(session_id) == 0 and wait > 0:
         store.wait_for_events(session_id, 0, wait)
     if store.last_seq(session_id) == 0:

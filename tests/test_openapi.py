@@ -52,7 +52,7 @@ def test_every_operation_answers_500_and_every_error_has_the_error_shape(descrip
     for path, operations in description["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            assert {"400", "414", "431", "500"} <= set(responses), (path, method)
+            assert {"400", "408", "414", "431", "500"} <= set(responses), (path, method)
             for status, answer in responses.items():
                 assert "X-Request-ID" in answer["headers"], (path, method, status)
                 if int(status) >= 400:
@@ -61,13 +61,13 @@ def test_every_operation_answers_500_and_every_error_has_the_error_shape(descrip
 
 
 @pytest.mark.parametrize(("path", "method", "statuses"), [
-    ("/api/sessions/{session_id}/events", "post", {"200", "201", "400", "401", "403", "409", "413", "414", "415",
+    ("/api/sessions/{session_id}/events", "post", {"200", "201", "400", "401", "403", "408", "409", "413", "414", "415",
                                                   "422", "431", "500", "503", "507"}),
-    ("/api/sessions/{session_id}/events", "get", {"200", "400", "401", "404", "414", "422", "431", "500", "503",
+    ("/api/sessions/{session_id}/events", "get", {"200", "400", "401", "404", "408", "414", "422", "431", "500", "503",
                                                  "507"}),
-    ("/api/runs/{run_id}/events/stream", "get", {"200", "400", "401", "404", "414", "422", "431", "500", "503",
+    ("/api/runs/{run_id}/events/stream", "get", {"200", "400", "401", "404", "408", "414", "422", "431", "500", "503",
                                                 "507"}),
-    ("/healthz", "get", {"200", "400", "414", "431", "500"}),
+    ("/healthz", "get", {"200", "400", "408", "414", "431", "500"}),
 ])
 def test_the_status_codes_of_the_main_routes(description, path, method, statuses):
     assert set(description["paths"][path][method]["responses"]) == statuses

@@ -31,6 +31,8 @@ _ERRORS = {
     401: "unauthorized: tokens are configured and the request has none or an unknown one",
     403: "forbidden: a read-only token on a write",
     404: "not_found: unknown session or run",
+    408: "request_timeout: the request headers (EVENTSVC_HEADER_TIMEOUT) or body (EVENTSVC_BODY_TIMEOUT) "
+         "did not arrive in time; nothing was stored",
     409: "seq_conflict, event_id_conflict or run_session_conflict; nothing was written",
     413: "payload_too_large: one event over EVENTSVC_MAX_EVENT_BYTES or a body over EVENTSVC_MAX_REQUEST_BYTES",
     414: "uri_too_long: the request line is over 4094 bytes (answered by gunicorn, in the same shape)",
@@ -57,7 +59,7 @@ def _json(schema: Any) -> dict[str, Any]:
 
 
 # Any request can be refused before it reaches a route: gunicorn parses it first.
-_HTTP_LAYER = (400, 414, 431, 500)
+_HTTP_LAYER = (400, 408, 414, 431, 500)
 
 
 def _errors(*statuses: int, streams: bool = False) -> dict[str, Any]:

@@ -15,7 +15,8 @@ TOKEN = "tok-SECRET-4f9a"
 @pytest.mark.slow
 def test_json_logs_are_one_object_per_line_with_the_request_and_no_secret(tmp_path):
     server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
-                          env={"EVENTSVC_LOG_FORMAT": "json", "EVENTSVC_API_TOKENS": TOKEN})
+                          env={"EVENTSVC_LOG_FORMAT": "json", "EVENTSVC_API_TOKENS": TOKEN,
+                               "EVENTSVC_FSYNC": "never"})  # never: so that the app itself logs a warning
     try:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         requests.post(server.url + "/api/sessions/s1/events", json={"type": "user_message"},
@@ -39,6 +40,7 @@ def test_json_logs_are_one_object_per_line_with_the_request_and_no_secret(tmp_pa
     refused = [line for line in access.values() if line["status"] == 401]
     assert len(refused) == 1 and refused[0]["request_id"] not in (None, TOKEN)
     assert any(line.get("level") == "info" and "Booting worker" in line.get("message", "") for line in lines)
+    assert any(line.get("logger") == "eventsvc" and "EVENTSVC_FSYNC=never" in line["message"] for line in lines)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 from ..errors import RunNotFound, SessionNotFound, StorageError, ValidationFailed
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
-from . import appends, reads, seals, segments
+from . import appends, listings, reads, seals, segments
 from .drafts import Draft, details_for_single, prepare
 from .index import (DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState, is_corruption,
                     storage_error)
+from .listings import SummaryPage
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, catch_up, is_consistent
 from .watch import AppendWatcher
@@ -287,7 +288,7 @@ class EventStore:
         state = known.state
         last_seq = state.last_seq if state else 0
         appends.check_expected_seqs(fresh, last_seq)
-        new_runs = appends.runs_to_claim(session_id, fresh, last_seq, known.run_owners)
+        appends.runs_to_claim(session_id, fresh, last_seq, known.run_owners)  # another session's run: refused
         lines = [draft.line(seq) for seq, draft in enumerate(fresh, last_seq + 1)]
         appends.check_sizes(fresh, lines, self.max_event_bytes)
 
@@ -309,7 +310,7 @@ class EventStore:
         rows, end = appends.index_rows(session_id, fresh, lines, last_seq, segment, offset)
         new_state = SessionState(session_id, last_seq + len(fresh), segment, end)
         try:
-            self._index.commit_append(new_state, rows, new_runs, marked=len(lines) > 1)
+            self._index.commit_append(new_state, rows, marked=len(lines) > 1)
         except BaseException:
             # Not acknowledged, so not kept: cut the log back to where the index ends.
             appends.undo_write(path, offset)
@@ -406,6 +407,66 @@ class EventStore:
         """The session a run belongs to, or None for an unknown run."""
         return self._index.run_session(run_id)
 
+    # -- summaries ---------------------------------------------------------------------------
+
+    @_translated
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session's summary (a primary-key read of the index), or None when it is unknown."""
+        return self._index.get_session(session_id) if is_valid_id(session_id) else None
+
+    @_translated
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run's summary (a primary-key read of the index), or None when it is unknown."""
+        return self._index.get_run(run_id) if is_valid_id(run_id) else None
+
+    @_translated
+    def list_sessions(self, limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        """Session summaries, most recently appended-to first; pass ``next_cursor`` back for the next page.
+
+        A session appended to while a caller pages moves to the first page (it may then be missed
+        by that walk); a walk that sees no appends returns every session once. Raises
+        ValidationFailed for a limit outside 1-1000 or a malformed cursor.
+        """
+        listings.check_limit(limit)
+        position = listings.decode(listings.SESSIONS, cursor)
+        found = self._index.list_sessions(before=position[0] if position else None, limit=limit + 1)
+        more = len(found) > limit
+        found = found[:limit]
+        return SummaryPage([summary for _, summary in found],
+                           listings.encode(listings.SESSIONS, found[-1][0]) if more else None)
+
+    @_translated
+    def list_runs(self, *, session_id: str | None = None, statuses: Iterable[str] | None = None,
+                  limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        """Run summaries, most recently appended-to first, optionally of one session and/or some statuses.
+
+        Ordering and cursors as ``list_sessions``. Raises ValidationFailed for an unknown status, an
+        invalid session_id, a limit outside 1-1000 or a malformed cursor.
+        """
+        listings.check_limit(limit)
+        wanted = listings.check_statuses(statuses)
+        if session_id is not None:
+            listings.check_id("session_id", session_id)
+        position = listings.decode(listings.RUNS, cursor)
+        found = self._index.list_runs(session_id=session_id, statuses=wanted,
+                                      before=position if position else None, limit=limit + 1)  # type: ignore[arg-type]
+        more = len(found) > limit
+        found = found[:limit]
+        return SummaryPage([summary for _, summary in found],
+                           listings.encode(listings.RUNS, *found[-1][0]) if more else None)
+
+    @_translated
+    def list_session_runs(self, session_id: str, *, limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        """The session's run summaries in order of their first event. Raises SessionNotFound."""
+        listings.check_limit(limit)
+        position = listings.decode(listings.SESSION_RUNS, cursor)
+        if not is_valid_id(session_id) or self._index.session_state(session_id) is None:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        found = self._index.list_session_runs(session_id, after=position[0] if position else 0, limit=limit + 1)
+        more = len(found) > limit
+        found = found[:limit]
+        return SummaryPage(found, listings.encode(listings.SESSION_RUNS, found[-1]["first_seq"]) if more else None)
+
     def query_plan(self, session_id: str, run_id: str | None = None) -> str:
         return self._index.query_plan(session_id, run_id)
 
@@ -431,4 +492,4 @@ def _remove_database(path: Path) -> None:
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
-__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport"]
+__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport", "SummaryPage"]

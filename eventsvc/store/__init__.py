@@ -28,6 +28,7 @@ from .index import (DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, Se
 from .listings import SummaryPage
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, catch_up, is_consistent
+from .type_filter import FilteredPage
 from .watch import AppendWatcher
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class Page:
     lines: list[bytes]
     seqs: list[int]
     has_more: bool
+    # The page looked at every event up to here: the last returned seq, or past it under a type
+    # filter (pass it as the next since_seq); since_seq when the page found nothing to look at.
+    next_since_seq: int
 
 
 @dataclass(frozen=True)
@@ -343,44 +347,95 @@ class EventStore:
 
     @_translated
     def read_page(self, session_id: str, *, run_id: str | None = None, since_seq: int = 0,
-                  limit: int = 100) -> Page:
-        """Envelopes with ``seq > since_seq`` in seq order, as the log's bytes.
+                  limit: int = 100, types: Iterable[str] | None = None) -> Page:
+        """Envelopes with ``seq > since_seq`` in seq order, as the log's bytes (only of ``types``, if given).
 
-        Raises SessionNotFound when the session has no events at all.
+        Raises SessionNotFound when the session has no events at all, ValidationFailed for bad
+        bounds or an unregistered type.
         """
         reads.check_page_bounds(since_seq, limit)
+        wanted = self.check_types(types)
+        if wanted is not None:
+            page = self._index.filtered_page(session_id, run_id, wanted, since_seq=since_seq, limit=limit)
+            if not page.locations and self._index.session_state(session_id) is None:
+                raise SessionNotFound(f"session {session_id!r} not found")
+            return self._filtered(session_id, page)
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit + 1)
         if not locations and self._index.session_state(session_id) is None:
             raise SessionNotFound(f"session {session_id!r} not found")
-        has_more = len(locations) > limit
-        locations = locations[:limit]
-        return Page(session_id, self._read_lines(session_id, locations), [loc[0] for loc in locations], has_more)
+        return self._page(session_id, locations, since_seq, limit)
 
     @_translated
-    def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100) -> Page:
+    def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100,
+                      types: Iterable[str] | None = None) -> Page:
         """A page of one run's events, found without knowing its session. Raises RunNotFound."""
         reads.check_page_bounds(since_seq, limit)
+        wanted = self.check_types(types)
+        if wanted is not None:
+            session_id = self._index.run_session(run_id) if is_valid_id(run_id) else None
+            if session_id is None:
+                raise RunNotFound(f"run {run_id!r} not found")
+            return self._filtered(session_id, self._index.filtered_page(session_id, run_id, wanted,
+                                                                        since_seq=since_seq, limit=limit))
         session_id, locations = (self._index.run_page(run_id, since_seq=since_seq, limit=limit + 1)
                                  if is_valid_id(run_id) else (None, []))
         if session_id is None:
             raise RunNotFound(f"run {run_id!r} not found")
+        return self._page(session_id, locations, since_seq, limit)
+
+    def _page(self, session_id: str, locations: list[Location], since_seq: int, limit: int) -> Page:
         has_more = len(locations) > limit
         locations = locations[:limit]
-        return Page(session_id, self._read_lines(session_id, locations), [loc[0] for loc in locations], has_more)
+        seqs = [loc[0] for loc in locations]
+        return Page(session_id, self._read_lines(session_id, locations), seqs, has_more,
+                    seqs[-1] if seqs else since_seq)
+
+    def _filtered(self, session_id: str, page: FilteredPage) -> Page:
+        return Page(session_id, self._read_lines(session_id, page.locations), [loc[0] for loc in page.locations],
+                    page.has_more, page.scanned_to)
+
+    def check_types(self, types: Iterable[str] | None) -> list[str] | None:
+        """The type filter as a list (None: no filter); raises ValidationFailed for an unregistered name."""
+        if types is None:
+            return None
+        wanted = list(dict.fromkeys([types] if isinstance(types, str) else types))
+        unknown = [name for name in wanted if not isinstance(name, str) or name not in self.event_types]
+        if unknown or not wanted:
+            raise ValidationFailed("unknown event type", {"types": [
+                "must name registered event types (GET /api/event-types)"
+                + (f"; unknown: {', '.join(repr(str(name)[:64]) for name in unknown)}" if unknown else "")]})
+        return wanted
 
     @_translated
-    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
-        """The aggregated view: every event of the session after ``since_seq``, run events included."""
-        return self._envelopes(session_id, None, since_seq, limit)
+    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100, *,
+                              types: Iterable[str] | None = None) -> list[dict]:
+        """The aggregated view: every event of the session after ``since_seq``, run events included.
+
+        With ``types``, up to ``limit`` events of those types (looking as far into the log as it takes).
+        """
+        return self._envelopes(session_id, None, since_seq, limit, types)
 
     @_translated
-    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
+    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100, *,
+                          types: Iterable[str] | None = None) -> list[dict]:
         """Only ``run_id``'s events after ``since_seq``, with their session-level seqs, in seq order."""
-        return self._envelopes(session_id, run_id, since_seq, limit)
+        return self._envelopes(session_id, run_id, since_seq, limit, types)
 
-    def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int) -> list[dict]:
+    def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int,
+                   types: Iterable[str] | None) -> list[dict]:
         reads.check_page_bounds(since_seq, limit)
-        locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit)
+        wanted = self.check_types(types)
+        if wanted is None:
+            return self._read_envelopes(session_id, self._index.page(session_id, run_id, since_seq=since_seq,
+                                                                     limit=limit))
+        locations: list[Location] = []
+        while len(locations) < limit:
+            page = self._index.filtered_page(session_id, run_id, wanted, since_seq=since_seq,
+                                             limit=limit - len(locations))
+            locations += page.locations
+            if not page.has_more:
+                break
+            since_seq = page.scanned_to
         return self._read_envelopes(session_id, locations)
 
     @_translated

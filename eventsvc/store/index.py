@@ -19,7 +19,7 @@ from pathlib import Path
 import peewee as pw
 
 from ..errors import StorageError, StorageFull
-from . import summary_index
+from . import summary_index, type_filter
 
 INDEX_FILE = "index.sqlite3"
 SCHEMA_VERSION = 2  # 2: run and session summaries; an older index is moved aside and rebuilt
@@ -313,6 +313,11 @@ class Index:
         """
         row = self.db.execute_sql(_PACKED_RUN_PAGE_SQL, (run_id, since_seq, limit)).fetchone()
         return (row[0], unpacked(row[1:])) if row else (None, [])
+
+    def filtered_page(self, session_id: str, run_id: str | None, types: Sequence[str], *, since_seq: int,
+                      limit: int) -> type_filter.FilteredPage:
+        """Up to ``limit`` locations of ``types`` after ``since_seq``, looking at a bounded window of rows."""
+        return type_filter.page(self.db.connection(), session_id, run_id, types, since_seq=since_seq, limit=limit)
 
     def first_of_types(self, session_id: str, run_id: str, types: Iterable[str]) -> int | None:
         """Seq of the run's first event with one of ``types`` (None when it has none)."""

@@ -65,9 +65,9 @@ def check_statuses(statuses: Iterable[str] | str | None) -> list[str] | None:
     wanted = [statuses] if isinstance(statuses, str) else list(statuses)
     unknown = [s for s in wanted if s not in STATUSES]
     if unknown or not wanted:
-        raise ValidationFailed("unknown run status", {"status": [
-            f"must be a comma-separated subset of {', '.join(STATUSES)}"
-            + (f"; unknown: {', '.join(repr(s[:64]) for s in unknown)}" if unknown else "")]})
+        named = f"unknown run status {', '.join(repr(str(s)[:64]) for s in unknown)}" if unknown else "no run status"
+        rule = f"must be a comma-separated subset of {', '.join(STATUSES)}"
+        raise ValidationFailed(f"{named}: {rule}", {"status": [rule + (f"; {named}" if unknown else "")]})
     return wanted
 
 

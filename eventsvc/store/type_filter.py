@@ -22,7 +22,8 @@ class FilteredPage:
 
 
 def page(conn: sqlite3.Connection, session_id: str, run_id: str | None, types: Sequence[str], *,
-         since_seq: int, limit: int, window: int = WINDOW) -> FilteredPage:
+         since_seq: int, limit: int, window: int | None = None) -> FilteredPage:
+    window = window or WINDOW
     source = ("event INDEXED BY idx_session_event_run_seq WHERE session_id = ? AND run_id = ?"
               if run_id is not None else "event WHERE session_id = ?")
     keys = (session_id, run_id) if run_id is not None else (session_id,)

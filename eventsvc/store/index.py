@@ -182,8 +182,7 @@ def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], ...]:
 
         class Meta:
             without_rowid = True
-            indexes = (
-                (("touched", "last_seq"), False),
+            indexes = (  # each ordered for one listing; unfiltered run listings merge the status ranges
                 (("status", "touched", "last_seq"), False),
                 (("session_id", "touched", "last_seq"), False),
                 (("session_id", "first_seq"), False),

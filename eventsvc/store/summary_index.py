@@ -18,6 +18,7 @@ from itertools import islice
 from typing import Any
 
 from ..errors import RunSessionConflict
+from ..lifecycle import STATUSES
 from ..summaries import RunSummary, SessionSummary, fold
 
 _RUN_COLUMNS = ("run_id, session_id, first_seq, status, verify, last_seq, event_count, created_at, started_at,"
@@ -27,8 +28,11 @@ _INSERT_RUN = f"INSERT INTO run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?,
 _UPDATE_RUN = ("UPDATE run SET status = ?4, verify = ?5, last_seq = ?6, event_count = ?7, created_at = ?8,"
                " started_at = ?9, ended_at = ?10, updated_at = ?11, blocked = ?12, warned = ?13, counts = ?14,"
                " touched = ?15 WHERE run_id = ?1")
-_SESSION_BEFORE = ("SELECT (SELECT max(touched) FROM session), s.first_seq, s.event_count, s.created_at,"
-                   " s.run_count, s.active_runs, s.closed FROM (SELECT 1) LEFT JOIN session AS s ON s.session_id = ?")
+# What a commit must know first, in one statement: the highest ``touched`` and the session's summary
+# (the row whose run_id is NULL), then the rows of the runs the commit names.
+_BEFORE = ("SELECT NULL, (SELECT max(touched) FROM session), s.first_seq, s.event_count, s.created_at, s.run_count,"
+           " s.active_runs, s.closed, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+           " FROM (SELECT 1) LEFT JOIN session AS s ON s.session_id = ?")
 _UPSERT_SESSION = (
     "INSERT INTO session (session_id, last_seq, segment, end_offset, first_seq, event_count, created_at,"
     " updated_at, run_count, active_runs, closed, touched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -39,15 +43,19 @@ _UPSERT_SESSION = (
 _ORDER = " ORDER BY touched DESC, last_seq DESC LIMIT ?"
 
 
+_decode = json.JSONDecoder().decode
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps with options builds an encoder per call
+
+
 def _run_of(row: Sequence[Any]) -> RunSummary:
     return RunSummary(row[0], row[1], row[3], row[4], row[2], row[5], row[6], row[7], row[8], row[9], row[10],
-                      row[11], row[12], json.loads(row[13]))
+                      row[11], row[12], _decode(row[13]))
 
 
 def _run_values(run: RunSummary, touched: int) -> tuple:
     return (run.run_id, run.session_id, run.first_seq, run.status, run.verify, run.last_seq, run.event_count,
             run.created_at, run.started_at, run.ended_at, run.updated_at, run.blocked, run.warned,
-            json.dumps(run.counts, separators=(",", ":")), touched)
+            _encode(run.counts), touched)
 
 
 def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int, int], rows: Sequence[tuple]) -> None:
@@ -57,20 +65,23 @@ def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int
     Raises RunSessionConflict when a run of ``rows`` belongs to another session.
     """
     run_ids = list(dict.fromkeys(row[2] for row in rows if row[2] is not None))
-    runs: dict[str, RunSummary] = {}
+    sql = _BEFORE
     if run_ids:
-        placeholders = ", ".join("?" * len(run_ids))
-        for row in conn.execute(f"SELECT {_RUN_COLUMNS} FROM run WHERE run_id IN ({placeholders})", run_ids):
-            if row[1] != session_id:
-                raise RunSessionConflict(f"run {row[0]!r} belongs to session {row[1]!r}",
-                                         {"run_id": row[0], "session_id": row[1]})
+        sql += f" UNION ALL SELECT {_RUN_COLUMNS} FROM run WHERE run_id IN ({', '.join('?' * len(run_ids))})"
+    runs: dict[str, RunSummary] = {}
+    session = SessionSummary(session_id)
+    touched = 1
+    for row in conn.execute(sql, (session_id, *run_ids)):
+        if row[0] is None:
+            touched = (row[1] or 0) + 1
+            if row[2] is not None:
+                session = SessionSummary(session_id, row[2], 0, row[3], row[4], None, row[5], row[6], bool(row[7]))
+        elif row[1] != session_id:
+            raise RunSessionConflict(f"run {row[0]!r} belongs to session {row[1]!r}",
+                                     {"run_id": row[0], "session_id": row[1]})
+        else:
             runs[row[0]] = _run_of(row)
     known = set(runs)
-    top, *before = conn.execute(_SESSION_BEFORE, (session_id,)).fetchone()
-    session = (SessionSummary(session_id) if before[0] is None else
-               SessionSummary(session_id, before[0], 0, before[1], before[2], None, before[3], before[4],
-                              bool(before[5])))
-    touched = (top or 0) + 1
     fold(session, runs, ((row[1], row[2], row[3], row[5]) for row in rows))
     for run_id in run_ids:
         conn.execute(_UPDATE_RUN if run_id in known else _INSERT_RUN, _run_values(runs[run_id], touched))
@@ -129,8 +140,8 @@ def list_runs(conn: sqlite3.Connection, *, session_id: str | None, statuses: Ite
               before: tuple[int, int] | None, limit: int) -> list[tuple[tuple[int, int], dict]]:
     """Up to ``limit`` ((touched, last_seq), summary), most recently appended-to first, below ``before``.
 
-    Each status is one range of the (status, touched, last_seq) index; several are merged here
-    rather than sorted by SQLite, so a page reads at most ``limit`` rows per status.
+    Each status is one range of the (status, touched, last_seq) index; several (all seven without a
+    filter) are merged here rather than sorted by SQLite, so a page reads at most ``limit`` rows per status.
     """
     after = " AND (touched, last_seq) < (?, ?)" if before is not None else ""
     position = tuple(before) if before is not None else ()
@@ -141,10 +152,8 @@ def list_runs(conn: sqlite3.Connection, *, session_id: str | None, statuses: Ite
             where += f" AND status IN ({', '.join('?' * len(wanted))})"
             params += wanted
         queries = [(where, params)]
-    elif statuses is not None:
-        queries = [("status = ?", [status]) for status in dict.fromkeys(statuses)]
-    else:
-        queries = [("1", [])]
+    else:  # no status filter: every status's range, merged (one index fewer for appends to keep current)
+        queries = [("status = ?", [status]) for status in dict.fromkeys(STATUSES if statuses is None else statuses)]
     streams = []
     for where, params in queries:
         rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM run WHERE {where}{after}{_ORDER}",

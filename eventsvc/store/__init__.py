@@ -396,15 +396,7 @@ class EventStore:
 
     def check_types(self, types: Iterable[str] | None) -> list[str] | None:
         """The type filter as a list (None: no filter); raises ValidationFailed for an unregistered name."""
-        if types is None:
-            return None
-        wanted = list(dict.fromkeys([types] if isinstance(types, str) else types))
-        unknown = [name for name in wanted if not isinstance(name, str) or name not in self.event_types]
-        if unknown or not wanted:
-            raise ValidationFailed("unknown event type", {"types": [
-                "must name registered event types (GET /api/event-types)"
-                + (f"; unknown: {', '.join(repr(str(name)[:64]) for name in unknown)}" if unknown else "")]})
-        return wanted
+        return listings.check_types(types, self.event_types)
 
     @_translated
     def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100, *,
@@ -485,10 +477,7 @@ class EventStore:
         listings.check_limit(limit)
         position = listings.decode(listings.SESSIONS, cursor)
         found = self._index.list_sessions(before=position[0] if position else None, limit=limit + 1)
-        more = len(found) > limit
-        found = found[:limit]
-        return SummaryPage([summary for _, summary in found],
-                           listings.encode(listings.SESSIONS, found[-1][0]) if more else None)
+        return listings.page_of(found, limit, listings.SESSIONS)
 
     @_translated
     def list_runs(self, *, session_id: str | None = None, statuses: Iterable[str] | None = None,
@@ -505,10 +494,7 @@ class EventStore:
         position = listings.decode(listings.RUNS, cursor)
         found = self._index.list_runs(session_id=session_id, statuses=wanted,
                                       before=position if position else None, limit=limit + 1)  # type: ignore[arg-type]
-        more = len(found) > limit
-        found = found[:limit]
-        return SummaryPage([summary for _, summary in found],
-                           listings.encode(listings.RUNS, *found[-1][0]) if more else None)
+        return listings.page_of(found, limit, listings.RUNS)
 
     @_translated
     def list_session_runs(self, session_id: str, *, limit: int = 100, cursor: str | None = None) -> SummaryPage:
@@ -518,9 +504,7 @@ class EventStore:
         if not is_valid_id(session_id) or self._index.session_state(session_id) is None:
             raise SessionNotFound(f"session {session_id!r} not found")
         found = self._index.list_session_runs(session_id, after=position[0] if position else 0, limit=limit + 1)
-        more = len(found) > limit
-        found = found[:limit]
-        return SummaryPage(found, listings.encode(listings.SESSION_RUNS, found[-1]["first_seq"]) if more else None)
+        return listings.page_of([(run["first_seq"], run) for run in found], limit, listings.SESSION_RUNS)
 
     def query_plan(self, session_id: str, run_id: str | None = None) -> str:
         return self._index.query_plan(session_id, run_id)

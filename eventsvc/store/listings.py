@@ -1,4 +1,4 @@
-"""Listings of run and session summaries: their pages, opaque cursors and argument checks.
+"""Listings of run and session summaries: their pages, opaque cursors, and the checks of listing and filter arguments.
 
 A cursor names the position of the last item of a page in the listing's order; it is
 base64url text so that callers treat it as opaque, tagged with its listing so that a cursor
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,15 @@ def decode(kind: str, cursor: str | None) -> tuple[int, ...] | None:
     return tuple(int(p) for p in parts)
 
 
+def page_of(found: list[tuple[Any, dict[str, Any]]], limit: int, kind: str) -> SummaryPage:
+    """The page of ``found`` ((position, summary), up to ``limit + 1`` of them): a cursor when there were more."""
+    if len(found) <= limit:
+        return SummaryPage([summary for _, summary in found], None)
+    position = found[limit - 1][0]
+    return SummaryPage([summary for _, summary in found[:limit]],
+                       encode(kind, *(position if isinstance(position, tuple) else (position,))))
+
+
 def check_limit(limit: int) -> None:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed("invalid limit", {"limit": [f"must be an integer from 1 to {MAX_LIMIT}"]})
@@ -68,6 +77,19 @@ def check_statuses(statuses: Iterable[str] | str | None) -> list[str] | None:
         named = f"unknown run status {', '.join(repr(str(s)[:64]) for s in unknown)}" if unknown else "no run status"
         rule = f"must be a comma-separated subset of {', '.join(STATUSES)}"
         raise ValidationFailed(f"{named}: {rule}", {"status": [rule + (f"; {named}" if unknown else "")]})
+    return wanted
+
+
+def check_types(types: Iterable[str] | str | None, registry: Container[str]) -> list[str] | None:
+    """A type filter as a list (None: no filter); raises ValidationFailed for an unregistered or empty one."""
+    if types is None:
+        return None
+    wanted = list(dict.fromkeys([types] if isinstance(types, str) else types))
+    unknown = [name for name in wanted if not isinstance(name, str) or name not in registry]
+    if unknown or not wanted:
+        raise ValidationFailed("unknown event type", {"types": [
+            "must name registered event types (GET /api/event-types)"
+            + (f"; unknown: {', '.join(repr(str(name)[:64]) for name in unknown)}" if unknown else "")]})
     return wanted
 
 

@@ -143,8 +143,9 @@ _appends = st.lists(st.lists(_event, min_size=1, max_size=4), min_size=1, max_si
 def test_summaries_equal_a_recomputation_from_the_log(tmp_path_factory, appends):
     data_dir = tmp_path_factory.mktemp("prop") / "data"
     store = EventStore(data_dir, fsync=False)
+    last_append: dict[str, int] = {}  # session or run -> the last append that added to it
     try:
-        for batch in appends:
+        for number, batch in enumerate(appends):
             session_id = batch[0][0]  # a batch goes to one session; a run belongs to one session
             events = []
             for _, name, type_, second in batch:
@@ -152,15 +153,25 @@ def test_summaries_equal_a_recomputation_from_the_log(tmp_path_factory, appends)
                     name = "solo"
                 run_id = None if name is None else f"{session_id}-{name}"
                 events.append({"type": type_, "run_id": run_id, "timestamp": f"2026-12-01T10:00:{second:02d}Z"})
+                last_append[run_id or session_id] = last_append[session_id] = number
             if len(events) == 1:
                 store.append(session_id, events[0])
             else:
                 store.append_many(session_id, events)
         expected = log_summaries(data_dir)
         assert stored_summaries(store, data_dir) == expected
-        listed = [s["session_id"] for s in store.list_sessions(1000).items]
-        assert sorted(listed) == sorted(expected[0])
-        assert {r["run_id"] for r in store.list_runs(limit=1000).items} == set(expected[1])
+        listed = store.list_sessions(1000).items
+        assert sorted(s["session_id"] for s in listed) == sorted(expected[0])
+        assert walk(store.list_sessions, limit=2) == listed  # pages: each once, none skipped, same order
+        assert [s["session_id"] for s in listed] == sorted(expected[0], key=last_append.get, reverse=True)
+        every_run = store.list_runs(limit=1000).items
+        assert sorted(r["run_id"] for r in every_run) == sorted(expected[1])
+        assert walk(store.list_runs, limit=3) == every_run
+        assert [r["run_id"] for r in every_run] == sorted(
+            expected[1], key=lambda run_id: (last_append[run_id], expected[1][run_id]["last_seq"]), reverse=True)
+        live = ["created", "running", "waiting_input", "unknown"]
+        assert walk(store.list_runs, statuses=live, limit=2) == [r for r in every_run if r["status"] in live]
+        assert walk(store.list_runs, session_id="s1", limit=2) == [r for r in every_run if r["session_id"] == "s1"]
         store.reindex()
         assert stored_summaries(store, data_dir) == expected
     finally:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 from pathlib import Path
 
 import pytest
@@ -287,3 +287,19 @@ def test_a_filtered_walk_sees_every_match_once_across_windows(store, monkeypatch
         assert seen == expected
         assert pages > len(expected)  # windows with no match answered with an empty page that moved on
         assert [e["seq"] for e in store.get_events_by_session("s1", types="tool_call")] == matches
+
+
+def test_reindex_lists_sessions_in_the_order_their_logs_were_last_written(data_dir):
+    store = EventStore(data_dir)
+    for name in ["b", "a", "c"]:
+        store.append(name, {"type": "user_message"})
+    store.append("a", {"type": "user_message"})
+    before = [s["session_id"] for s in store.list_sessions().items]
+    for age, name in enumerate(reversed(before)):  # mtimes a filesystem's clock granularity cannot blur
+        segment = next((data_dir / "segments" / name).glob("*.jsonl"))
+        os.utime(segment, (1_700_000_000 + age, 1_700_000_000 + age))
+    store.reindex()
+    try:
+        assert [s["session_id"] for s in store.list_sessions().items] == before == ["a", "c", "b"]
+    finally:
+        store.close()

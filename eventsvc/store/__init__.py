@@ -216,7 +216,7 @@ class EventStore:
             fresh.db.execute_sql("PRAGMA synchronous = OFF")
             damaged: dict[str, str] = {}
             try:
-                for session_id in self.session_ids():
+                for session_id in _in_write_order(self.segments_dir, self.session_ids()):
                     try:
                         catch_up(fresh, self.segments_dir / session_id, session_id)
                     except Unindexable as exc:
@@ -524,6 +524,20 @@ def _checked_index(path: Path, locks: Locks) -> Index:
         index.close()
         raise
     return index
+
+
+def _in_write_order(segments_dir: Path, session_ids: list[str]) -> list[str]:
+    """Sessions by when their active segment was last written, so that a rebuilt index lists the
+    most recently appended-to first as the old one did (the log keeps no order across sessions)."""
+    def last_write(session_id: str) -> tuple[float, str]:
+        bases = segments.list_bases(segments_dir / session_id)
+        try:
+            return (os.stat(segments_dir / session_id / segments.segment_name(bases[-1])).st_mtime if bases else 0.0,
+                    session_id)
+        except OSError:
+            return 0.0, session_id
+
+    return sorted(session_ids, key=last_write)
 
 
 def _remove_database(path: Path) -> None:

@@ -21,8 +21,7 @@ STATUS_BY_TYPE: dict[str, str] = {
     "run_cancelled": "cancelled",
 }
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-# The seven statuses a run listing may filter on, in lifecycle order (``unknown`` is not one of them:
-# it is what a run has before any lifecycle event, and it can be listed with status=unknown too).
+# The seven statuses a run can have (and a run listing may filter on): ``unknown`` before any lifecycle event.
 STATUSES: tuple[str, ...] = ("created", "running", "waiting_input", "completed", "failed", "cancelled", UNKNOWN)
 VERIFY_BY_TYPE: dict[str, str] = {"verify_start": "running", "verify_pass": "passed", "verify_fail": "failed"}
 POLICY_KEY_BY_TYPE: dict[str, str] = {"tool_policy_blocked": "blocked", "tool_policy_warn": "warned"}

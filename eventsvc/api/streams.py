@@ -34,6 +34,7 @@ def _stream(*, session_id: str | None, run_id: str | None) -> Response:
     query = stream_query(request)
     keepalive = float(current_app.config["SSE_KEEPALIVE"])
     event_store = store()
+    query["types"] = event_store.check_types(query["types"])  # a 422 before the stream starts
     # Unknown session or run: a JSON 404 before any stream starts, unless asked to wait for it.
     resolved = None if query["wait"] else resolve(event_store, session_id=session_id, run_id=run_id, wait=0)
     slot = slots()
@@ -54,7 +55,7 @@ def _frames(event_store: EventStore, session_id: str | None, requested_session: 
         except NotFound:
             yield b": keepalive\n\n"
     for item in subscribe(event_store, session_id, run_id=run_id, since_seq=query["since_seq"],
-                          until_seq=query["until_seq"], keepalive=keepalive):
+                          until_seq=query["until_seq"], keepalive=keepalive, types=query["types"]):
         if isinstance(item, Delivery):
             yield b"id: %d\nevent: %s\ndata: %s\n\n" % (item.seq, item.type.encode(), item.line)
         elif isinstance(item, KeepAlive):

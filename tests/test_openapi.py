@@ -67,7 +67,9 @@ def test_every_operation_answers_500_and_every_error_has_the_error_shape(descrip
                                                  "507"}),
     ("/api/runs/{run_id}/events/stream", "get", {"200", "400", "401", "404", "408", "414", "422", "431", "500", "503",
                                                 "507"}),
-    ("/healthz", "get", {"200", "400", "408", "414", "431", "500"}),
+    ("/healthz", "get", {"200", "400", "408", "414", "431", "500", "503"}),
+    ("/api/runs/{run_id}", "get", {"200", "400", "401", "404", "408", "414", "431", "500", "503", "507"}),
+    ("/api/runs", "get", {"200", "400", "401", "408", "414", "422", "431", "500", "503", "507"}),
 ])
 def test_the_status_codes_of_the_main_routes(description, path, method, statuses):
     assert set(description["paths"][path][method]["responses"]) == statuses
@@ -88,7 +90,7 @@ def test_query_parameters_come_from_the_query_schemas(description):
     read = description["paths"]["/api/runs/{run_id}/events"]["get"]
     query = {p["name"]: p["schema"] for p in read["parameters"] if p["in"] == "query"}
     assert query["limit"] == {"type": "integer", "default": 100, "minimum": 1, "maximum": 1000}
-    assert set(query) == {"since_seq", "limit", "wait"}
+    assert set(query) == {"since_seq", "limit", "wait", "types"}
     stream = description["paths"]["/api/runs/{run_id}/events/stream"]["get"]
     assert {p["name"] for p in stream["parameters"]} >= {"since_seq", "until_seq", "wait", "Last-Event-ID"}
 

@@ -16,7 +16,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import fields
 
-from ..schemas import ID_PATTERN, EventInputSchema, Identifier, Payload, Seq, StoredEnvelopeSchema, Timestamp
+from ..schemas import (ID_PATTERN, EventInputSchema, Identifier, Payload, QueryNames, Seq, StoredEnvelopeSchema,
+                       Timestamp)
 from ..types import EventTypeSet
 from . import shapes
 from .request_ids import HEADER as REQUEST_ID_HEADER, REQUEST_ID_PATTERN
@@ -27,6 +28,8 @@ SCHEMAS = {
     "Error": shapes.ErrorSchema, "EventInput": EventInputSchema, "Event": StoredEnvelopeSchema,
     "EventList": shapes.EventListSchema, "Page": shapes.PageSchema, "EventTypes": shapes.EventTypesSchema,
     "Health": shapes.HealthSchema, "StreamEvent": shapes.StreamEventSchema,
+    "RunSummary": shapes.RunSummarySchema, "SessionSummary": shapes.SessionSummarySchema,
+    "SessionList": shapes.SessionListSchema, "RunList": shapes.RunListSchema, "SessionRuns": shapes.SessionRunsSchema,
 }
 
 
@@ -85,6 +88,9 @@ def _our_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]
         return {"minimum": 1}
     if isinstance(field, Payload):
         return {"type": "object"}
+    if isinstance(field, QueryNames):
+        return {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}(,[a-z][a-z0-9_]{0,63}){0,63}$",
+                "description": "comma-separated names"}
     return {}
 
 

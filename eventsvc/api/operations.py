@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schemas import PageQuerySchema, StreamQuerySchema
+from ..schemas import ListingQuerySchema, PageQuerySchema, RunListingQuerySchema, StreamQuerySchema
 from .request_ids import HEADER as REQUEST_ID_HEADER
 from .sessions import MAX_BATCH
 
@@ -40,7 +40,8 @@ _ERRORS = {
     422: "validation_error: envelope or query rules broken; details maps field (or batch index) to messages",
     431: "request_header_fields_too_large: a header field over 8190 bytes, or over 100 fields",
     500: "internal_error: an unexpected fault; the server log has the details (find it by request id)",
-    503: "storage_unavailable or store_busy (the disk failed, or a lock is held by an operator's tool)",
+    503: "storage_unavailable or store_busy (the disk failed, or a lock is held by an operator's tool); on any "
+         "route, too_many_connections (this worker holds EVENTSVC_MAX_CONNECTIONS connections)",
     507: "insufficient_storage: the disk is full; nothing was written",
 }
 _STREAM_503 = (" or too_many_streams (this worker serves as many streams and long-polls as it may; "
@@ -59,7 +60,7 @@ def _json(schema: Any) -> dict[str, Any]:
 
 
 # Any request can be refused before it reaches a route: gunicorn parses it first.
-_HTTP_LAYER = (400, 408, 414, 431, 500)
+_HTTP_LAYER = (400, 408, 414, 431, 500, 503)
 
 
 def _errors(*statuses: int, streams: bool = False) -> dict[str, Any]:
@@ -106,7 +107,28 @@ def _stream(summary: str) -> tuple[str, dict[str, Any]]:
     }
 
 
+def _summary(summary: str, answer: str, schema: str, *, query: Any = None) -> tuple[str, dict[str, Any]]:
+    return "get", {
+        "summary": summary, "tags": ["summaries"], "security": _SECURED,
+        "parameters": [{"in": "query", "schema": query}] if query is not None else [],
+        "responses": {"200": _answer(answer, _json(_ref(schema))),
+                      **(_errors(401, 404, 503, 507) if query is None else _errors(401, 422, 503, 507))},
+    }
+
+
 OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sessions.list_sessions": _summary("Session summaries, most recently appended-to first",
+                                       "a page of session summaries", "SessionList", query=ListingQuerySchema),
+    "sessions.session_summary": _summary("One session's summary", "the session's summary", "SessionSummary"),
+    "sessions.session_runs": ("get", {
+        "summary": "A session's run summaries, in order of their first event", "tags": ["summaries"],
+        "security": _SECURED, "parameters": [{"in": "query", "schema": ListingQuerySchema}],
+        "responses": {"200": _answer("a page of the session's run summaries", _json(_ref("SessionRuns"))),
+                      **_errors(401, 404, 422, 503, 507)},
+    }),
+    "runs.list_runs": _summary("Run summaries, most recently appended-to first, filtered by session and status",
+                               "a page of run summaries", "RunList", query=RunListingQuerySchema),
+    "runs.run_summary": _summary("One run's summary", "the run's summary", "RunSummary"),
     "sessions.append_events": ("post", {
         "summary": "Append one event, or 1-1000 events atomically (all or none)", "tags": ["append"],
         "security": _SECURED,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from .. import lifecycle
 from ..schemas import ID_PATTERN, Identifier, QueryInteger, StoredEnvelopeSchema
 
 ID_REGEX = f"^{ID_PATTERN}$"
@@ -65,3 +66,59 @@ class StreamEventSchema(Schema):
     id = fields.String(validate=validate.Regexp(r"^[0-9]{1,18}$"),
                        metadata={"description": "the event's seq: send it back as Last-Event-ID to resume"})
     retry = fields.Integer(metadata={"description": "reconnection advice in milliseconds, sent first"})
+
+
+def _moment(description: str) -> fields.String:
+    return fields.String(required=True, allow_none=True, metadata={"format": "date-time", "description": description})
+
+
+class PolicySchema(Schema):
+    blocked = fields.Integer(required=True, validate=validate.Range(min=0))
+    warned = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class RunSummarySchema(Schema):
+    run_id = Identifier(required=True)
+    session_id = Identifier(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(lifecycle.STATUSES))
+    verify = fields.String(required=True, allow_none=True,
+                           validate=validate.OneOf(sorted(set(lifecycle.VERIFY_BY_TYPE.values()))))
+    first_seq = fields.Integer(required=True, validate=validate.Range(min=0))
+    last_seq = fields.Integer(required=True, validate=validate.Range(min=0))
+    event_count = fields.Integer(required=True, validate=validate.Range(min=0))
+    created_at = _moment("timestamp of the first run_created")
+    started_at = _moment("timestamp of the first run_started")
+    ended_at = _moment("timestamp of the event that made the run terminal")
+    updated_at = _moment("timestamp of the run's last event")
+    policy = fields.Nested(PolicySchema, required=True)
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
+                         metadata={"description": "events of the run by type"})
+
+
+class SessionSummarySchema(Schema):
+    session_id = Identifier(required=True)
+    first_seq = fields.Integer(required=True, validate=validate.Range(min=0))
+    last_seq = fields.Integer(required=True, validate=validate.Range(min=0))
+    event_count = fields.Integer(required=True, validate=validate.Range(min=0))
+    created_at = _moment("timestamp of the session's first event")
+    updated_at = _moment("timestamp of the session's last event")
+    run_count = fields.Integer(required=True, validate=validate.Range(min=0))
+    active_runs = fields.Integer(required=True, validate=validate.Range(min=0))
+    closed = fields.Boolean(required=True)
+
+
+_CURSOR = {"description": "pass back as cursor for the next page; null on the last page"}
+
+
+class SessionListSchema(Schema):
+    sessions = fields.List(fields.Nested(SessionSummarySchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata=_CURSOR)
+
+
+class RunListSchema(Schema):
+    runs = fields.List(fields.Nested(RunSummarySchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata=_CURSOR)
+
+
+class SessionRunsSchema(RunListSchema):
+    session_id = Identifier(required=True)

@@ -20,7 +20,8 @@ from .errors import STATUS_BY_CODE
 bp = Blueprint("metrics", __name__)
 APPEND = "sessions.append_events"
 PAGE_READS = frozenset({"sessions.session_events", "runs.run_events"})
-READS = PAGE_READS | {"meta.event_types"}
+READS = PAGE_READS | {"meta.event_types", "sessions.list_sessions", "sessions.session_summary",
+                      "sessions.session_runs", "runs.list_runs", "runs.run_summary"}
 STORAGE_CODES = frozenset({"storage_unavailable", "store_busy", "insufficient_storage"})
 _children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 

@@ -27,7 +27,7 @@ from conftest import Server, start_server
 from eventsvc import EventEmitter, EventStore, errors, run_scope
 from eventsvc.client import (BadRequest, ClientError, Conflict, ConnectionFailed, EventClient, EventIdConflict,
                              Forbidden, InsufficientStorage, NotFound, PayloadTooLarge, RemoteEmitter,
-                             RunSessionConflict, SeqConflict, SSEDecoder, StorageUnavailable, StoreBusy,
+                             RunSessionConflict, SeqConflict, StorageUnavailable, StoreBusy,
                              Unauthorized, UnsupportedMediaType, ValidationFailed, error_from_response)
 
 pytestmark = pytest.mark.slow
@@ -428,25 +428,6 @@ def test_follow_survives_server_restarts_and_yields_each_event_once(tmp_path: Pa
     finally:
         relay.close()
         server.stop()
-
-
-@pytest.mark.parametrize(("chunks",), [
-    ((b"retry: 1500\n\nid: 1\nevent: a\ndata: {\"x\":1}\n\n",),),
-    ((b"ret", b"ry: 1500\r\n\r\nid: 1\r", b"\nevent: a\r\n", b"data: {\"x\"", b":1}\r\n", b"\r\n"),),
-    ((b"\xef\xbb\xbfretry: 1500\r\rid: 1\revent: a\r: keepalive\rdata: {\"x\":1}\r\r",),),
-    ((b"retry: 1500\n\n: keepalive\n\nid: 1\nevent: a\ndata: {\"x\":1}\n\n",),),
-])
-def test_sse_decoder_reads_any_line_ending_and_any_chunking(chunks):
-    decoder = SSEDecoder()
-    messages = [message for chunk in chunks for message in decoder.feed(chunk)]
-    assert [(m.id, m.event, json.loads(m.data)) for m in messages] == [("1", "a", {"x": 1})]
-    assert decoder.retry_ms == 1500
-
-
-def test_sse_decoder_joins_data_lines_and_skips_messages_without_data():
-    decoder = SSEDecoder()
-    messages = decoder.feed(b"event: empty\n\ndata: a\ndata: b\n\nid: 7\ndata\n\n")
-    assert [(m.event, m.data, m.id) for m in messages] == [("message", "a\nb", None), ("message", "", "7")]
 
 
 # -- the remote emitter ------------------------------------------------------------------------------------------

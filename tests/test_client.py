@@ -568,3 +568,30 @@ def test_tail_errors_exit_2_with_one_line(server, args, token, expected):
     assert process.returncode == 2
     assert out == ""
     assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_tail_says_it_cannot_connect_and_gives_up_with_exit_2_after_its_budget():
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        dead = f"http://127.0.0.1:{placeholder.getsockname()[1]}"
+    process = tail("--session", "s", "--give-up-after", "1", url=dead)
+    out, err = process.communicate(timeout=BOUND)
+    assert process.returncode == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) >= 2
+    assert all("cannot connect" in line and "retrying in" in line and dead in line for line in lines[:-1])
+    assert "gave up after 1 s" in lines[-1] and "cannot connect" in lines[-1]
+
+
+def test_tail_waits_retry_after_when_the_server_has_too_many_streams():
+    from test_async_client import BusyStreamServer
+
+    busy = BusyStreamServer(busy=1)
+    try:
+        process = tail("--session", "s", url=busy.url)
+        out, err = process.communicate(timeout=BOUND)
+    finally:
+        busy.close()
+    assert process.returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [{"seq": 1}, {"seq": 2}]
+    assert "too_many_streams" in err and "retrying in 1.0 s" in err
+    assert busy.arrivals[1] - busy.arrivals[0] >= 0.95

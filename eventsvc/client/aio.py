@@ -109,7 +109,7 @@ class AsyncEventClient:
                                 return
                         delay = state.cut()
             except protocol.TRANSPORT_ERRORS as exc:
-                delay = state.failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                delay = state.failed(protocol.describe(exc))
             await asyncio.sleep(delay)
 
     # -- transport
@@ -129,7 +129,7 @@ class AsyncEventClient:
                 response = await self._client().request(method, path, **kwargs)
             except protocol.TRANSPORT_ERRORS as exc:
                 if attempt >= self.retries:
-                    raise ConnectionFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+                    raise ConnectionFailed(f"{method} {path}: {protocol.describe(exc)}") from exc
             else:
                 if response.status_code < 400:
                     return response.json()

@@ -68,6 +68,13 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
+def describe(exc: Exception) -> str:
+    """A transport failure in words a person at a terminal reads: cannot connect, or connection lost."""
+    what = "cannot connect" if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) else "connection lost"
+    detail = str(exc)
+    return f"{what} ({type(exc).__name__}{': ' + detail if detail else ''})"
+
+
 def encode(document: Any) -> bytes:
     return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
@@ -179,7 +186,8 @@ class Follow:
         delay = self.policy.delay(self._failures, retry_after_seconds, self._advised)
         self._failures += 1
         if self.give_up_after is not None and now + delay - self._failing_since > self.give_up_after:
-            raise ConnectionFailed(f"cannot follow {self.path}: {what}")
+            raise ConnectionFailed(f"gave up after {self.give_up_after:g} s of retries: "
+                                   f"cannot follow {self.path}: {what}")
         if self.on_retry is not None:
             self.on_retry(what, delay)
         return delay

@@ -102,7 +102,7 @@ def start_server(data_dir: Path, log_path: Path, *, workers: int = 2, env: dict[
         try:
             if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine
             pass
         time.sleep(0.1)
     server.stop(signal.SIGKILL)

@@ -67,7 +67,7 @@ def stored_once_in_order(client: EventClient, sessions: list[str], expected: int
 
 
 def pending(n: int, size: int = 10, since: float = 0.0) -> Pending:
-    return Pending({"n": n}, size, Future(), since)
+    return Pending({"n": n}, b"x" * size, Future(), since)
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 400)), min_size=1, max_size=200),
@@ -75,7 +75,7 @@ def pending(n: int, size: int = 10, since: float = 0.0) -> Pending:
 def test_batches_keep_emit_order_and_limits_with_one_in_flight_per_session(adds, max_batch, max_bytes):
     batcher = Batcher(linger=0.005, max_batch=max_batch, max_batch_bytes=max_bytes)
     for n, (session, size) in enumerate(adds):
-        batcher.add(f"s{session}", Pending({"n": n}, size, None, 0.0))
+        batcher.add(f"s{session}", Pending({"n": n}, b"x" * size, None, 0.0))
     sent: dict[str, list[int]] = defaultdict(list)
     while batcher.pending:
         due, _ = batcher.take_due(1.0, urgent=False)
@@ -83,7 +83,7 @@ def test_batches_keep_emit_order_and_limits_with_one_in_flight_per_session(adds,
         assert batcher.take_due(1.0, urgent=True) == ([], None)  # the rest wait for their session's batch
         for session, batch in due:
             assert len(batch) <= max_batch
-            assert len(batch) == 1 or sum(item.size for item in batch) + len(batch) - 1 <= max_bytes
+            assert len(batch) == 1 or sum(len(item.line) for item in batch) + len(batch) + 1 <= max_bytes
             sent[session] += [item.event["n"] for item in batch]
         for session, _ in due:
             batcher.done(session)

@@ -64,6 +64,12 @@ class AsyncEventClient:
                                      headers={"Content-Type": "application/json"})
         return answer if single else answer["events"]
 
+    async def _append_encoded(self, session_id: str, body: bytes) -> list[dict[str, Any]]:
+        """Append a JSON array already encoded (every event with its ``event_id``), with the retries of ``append``."""
+        answer = await self._request("POST", protocol.append_path(session_id), content=body,
+                                     headers={"Content-Type": "application/json"})
+        return answer["events"]
+
     # -- reads
 
     def session_events(self, session_id: str, since_seq: int = 0, *,

@@ -75,13 +75,13 @@ class AsyncBatchingEmitter:
         if self._closed:
             raise EmitterClosed("this AsyncBatchingEmitter is closed: emit after close() is refused "
                                 "and the event was not sent")
-        event, size = batches.prepare(self.source, type, payload, run_id=run_id, event_id=event_id,
+        event, line = batches.prepare(self.source, type, payload, run_id=run_id, event_id=event_id,
                                       event_source=source, timestamp=timestamp)
         loop = asyncio.get_running_loop()
         if self._dispatcher is None:
             self._dispatcher = loop.create_task(self._dispatch(), name="eventsvc-batch-dispatch")
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        if self._batcher.add(session_id, Pending(event, size, future, time.monotonic())):
+        if self._batcher.add(session_id, Pending(event, line, future, time.monotonic())):
             self._wake.set()
         return future
 
@@ -159,7 +159,7 @@ class AsyncBatchingEmitter:
         attempt = 0
         while True:
             try:
-                return await self.client.append(session_id, [item.event for item in part])  # type: ignore[return-value]
+                return await self.client._append_encoded(session_id, batches.body_of(part))
             except ClientError as error:
                 now = time.monotonic()
                 failing_since = failing_since or now

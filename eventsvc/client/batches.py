@@ -27,20 +27,25 @@ class Pending:
     """One emitted event waiting for its batch: the future gets its stored envelope or its error."""
 
     event: dict[str, Any]
-    size: int
+    line: bytes  # the event as sent, encoded once at the emit
     future: Any  # concurrent.futures.Future or asyncio.Future
     since: float  # time.monotonic() of the emit
 
 
 def prepare(source: str, type: str, payload: dict[str, Any] | None, *, run_id: str | None,
-            event_id: str | None, event_source: str | None, timestamp: str | None) -> tuple[dict[str, Any], int]:
-    """The event as it will be sent, and its encoded size. The ``event_id`` is fixed here, at the
+            event_id: str | None, event_source: str | None, timestamp: str | None) -> tuple[dict[str, Any], bytes]:
+    """The event as it will be sent, and its JSON. The ``event_id`` is fixed here, at the
     emit, so every re-send of its batch is an idempotent replay: stored once whatever happens.
     Raises TypeError or ValueError at once for a payload JSON cannot carry."""
     event = make_event(type, payload, run_id=run_id, event_id=event_id, source=event_source, timestamp=timestamp)
     event.setdefault("event_id", str(uuid.uuid4()))
     event.setdefault("source", source)
-    return event, len(encode(event))
+    return event, encode(event)
+
+
+def body_of(batch: list[Pending]) -> bytes:
+    """The array POST of a batch, from the JSON encoded at each emit."""
+    return b"[" + b",".join(item.line for item in batch) + b"]"
 
 
 def settle(future: Any, envelope: dict[str, Any] | None = None, *, error: BaseException | None = None) -> None:
@@ -115,9 +120,9 @@ class Batcher:
 
     def _cut(self, queue: deque[Pending]) -> list[Pending]:
         batch = [queue.popleft()]
-        size = batch[0].size
-        while queue and len(batch) < self.max_batch and size + queue[0].size + 1 <= self.max_batch_bytes:
-            size += queue[0].size + 1
+        size = len(batch[0].line) + 2
+        while queue and len(batch) < self.max_batch and size + len(queue[0].line) + 1 <= self.max_batch_bytes:
+            size += len(queue[0].line) + 1
             batch.append(queue.popleft())
         return batch
 

@@ -69,7 +69,7 @@ class BatchingEmitter(EventEmitter):
                     run_id: str | None = None, event_id: str | None = None, source: str | None = None,
                     timestamp: str | None = None) -> Future[dict[str, Any]]:
         """Queue one event; the future resolves to its stored envelope or to its error."""
-        event, size = batches.prepare(self.source, type, payload, run_id=run_id, event_id=event_id,
+        event, line = batches.prepare(self.source, type, payload, run_id=run_id, event_id=event_id,
                                       event_source=source, timestamp=timestamp)
         future: Future[dict[str, Any]] = Future()
         future.set_running_or_notify_cancel()  # an emitted event cannot be taken back
@@ -79,7 +79,7 @@ class BatchingEmitter(EventEmitter):
             if self._closed:
                 raise EmitterClosed("this BatchingEmitter is closed: emit after close() is refused "
                                     "and the event was not sent")
-            if self._batcher.add(session_id, Pending(event, size, future, time.monotonic())):
+            if self._batcher.add(session_id, Pending(event, line, future, time.monotonic())):
                 self._wake.notify()
         return future
 
@@ -151,7 +151,7 @@ class BatchingEmitter(EventEmitter):
         attempt = 0
         while True:
             try:
-                return self.client.append(session_id, [item.event for item in part])  # type: ignore[return-value]
+                return self.client._append_encoded(session_id, batches.body_of(part))
             except ClientError as error:
                 now = time.monotonic()
                 failing_since = failing_since or now

@@ -69,6 +69,12 @@ class EventClient:
                                headers={"Content-Type": "application/json"})
         return answer if single else answer["events"]
 
+    def _append_encoded(self, session_id: str, body: bytes) -> list[dict[str, Any]]:
+        """Append a JSON array already encoded (every event with its ``event_id``), with the retries of ``append``."""
+        answer = self._request("POST", protocol.append_path(session_id), content=body,
+                                 headers={"Content-Type": "application/json"})
+        return answer["events"]
+
     # -- reads
 
     def session_events(self, session_id: str, since_seq: int = 0, *,

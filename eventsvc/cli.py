@@ -81,6 +81,9 @@ class OneLineGroup(click.Group):
         except click.ClickException as exc:
             click.echo(f"eventsvc: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:  # a client-only install running a server command
+            click.echo(f"eventsvc: this command needs the server extra (pip install '.[server]'): {exc}", err=True)
+            sys.exit(EXIT_ERROR)
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})

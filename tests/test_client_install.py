@@ -72,3 +72,7 @@ assert not loaded & {"flask", "werkzeug", "gunicorn", "peewee", "marshmallow"}, 
     assert used.returncode == 0, used.stderr
     helped = subprocess.run([str(bin_dir / "eventsvc"), "tail", "--help"], env=env, capture_output=True, text=True)
     assert helped.returncode == 0 and "--give-up-after" in helped.stdout
+    server_only = subprocess.run([str(bin_dir / "eventsvc"), "stats", "--data-dir", str(tmp_path / "none")],
+                                 env=env, capture_output=True, text=True)
+    assert server_only.returncode == 2 and server_only.stdout == ""
+    assert server_only.stderr.splitlines() == [server_only.stderr.strip()] and "server extra" in server_only.stderr

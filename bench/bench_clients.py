@@ -1,22 +1,25 @@
 """Figure 8: the batching emitters against one POST per event, over HTTP to `make run`'s gunicorn.
 
-    .venv/bin/python bench/bench_clients.py [--seconds 2] [--window 64]
+    .venv/bin/python bench/bench_clients.py [--seconds 2] [--window 8] [--sessions 4] [--repeats 3]
 
-16 threads (and, for the async figure, 16 asyncio tasks), each an agent streaming single
-``message_delta`` events into its own session:
+16 threads (and, for the async figure, 16 asyncio tasks), agents streaming single
+``message_delta`` events into 4 sessions they share:
 - ours: ``BatchingEmitter.emit_nowait`` (``AsyncBatchingEmitter.emit_nowait``), each writer
   keeping at most ``--window`` events unresolved (it waits for its oldest beyond that), as a
   token stream that does not wait for each chunk but bounds what it holds;
 - the baseline: ``RemoteEmitter.emit`` (one POST per event, 16 threads), and for the async figure
   sequential ``await client.append(...)`` in each of 16 tasks.
 Emit-to-stored latency is taken for every event: from the emit call until its future holds the
-stored envelope. Contenders alternate, ``REPEATS`` rounds each, medians reported; every event is
+stored envelope. A session has one batch in flight (that is what keeps emit order), so an event
+emitted just after its session's batch left waits for that POST and then its own: p99 is about
+linger plus two batch POSTs, and the window trades throughput against it. Contenders alternate, ``REPEATS`` rounds each, medians reported; every event is
 checked stored afterwards. The clients share the machine's 2 cores with the server.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import threading
 import time
@@ -33,6 +36,7 @@ from eventsvc.client import (AsyncBatchingEmitter, AsyncEventClient, BatchingEmi
                              RemoteEmitter)
 
 WRITERS = 16
+SESSIONS = 4  # the writers share them, as agents' tasks share a chat session
 REPEATS = 3
 LINGER = 0.005
 P99_TARGET = LINGER + 0.020
@@ -45,10 +49,10 @@ def payload(n: int) -> dict:
 class Tally:
     """Events and emit-to-stored latencies of one round, from any thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, sessions: int) -> None:
         self.lock = threading.Lock()
         self.latencies: list[float] = []
-        self.sessions: list[str] = []
+        self.sessions = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(sessions)]
         self.emitted = 0
 
     def add(self, latencies: list[float], emitted: int) -> None:
@@ -57,8 +61,8 @@ class Tally:
             self.emitted += emitted
 
 
-def threads_round(seconds: float, writer) -> tuple[float, Tally]:
-    tally = Tally()
+def threads_round(seconds: float, sessions: int, writer) -> tuple[float, Tally]:
+    tally = Tally(sessions)
     deadline = time.perf_counter() + seconds
     threads = [threading.Thread(target=writer, args=(w, deadline, tally)) for w in range(WRITERS)]
     started = time.perf_counter()
@@ -69,13 +73,12 @@ def threads_round(seconds: float, writer) -> tuple[float, Tally]:
     return tally.emitted / (time.perf_counter() - started), tally
 
 
-def remote_round(url: str, seconds: float) -> tuple[float, Tally]:
+def remote_round(url: str, seconds: float, sessions: int) -> tuple[float, Tally]:
     with EventClient(url) as client:
         emitter = RemoteEmitter(client, source="bench")
 
         def writer(w: int, deadline: float, tally: Tally) -> None:
-            session_id, latencies, n = f"remote-{uuid.uuid4().hex[:10]}", [], 0
-            tally.sessions.append(session_id)
+            session_id, latencies, n = tally.sessions[w % len(tally.sessions)], [], 0
             while time.perf_counter() < deadline:
                 began = time.perf_counter()
                 emitter.emit(session_id, "message_delta", payload(n))
@@ -83,14 +86,13 @@ def remote_round(url: str, seconds: float) -> tuple[float, Tally]:
                 n += 1
             tally.add(latencies, n)
 
-        return threads_round(seconds, writer)
+        return threads_round(seconds, sessions, writer)
 
 
-def batching_round(url: str, seconds: float, window: int) -> tuple[float, Tally]:
+def batching_round(url: str, seconds: float, window: int, sessions: int) -> tuple[float, Tally]:
     with EventClient(url) as client, BatchingEmitter(client, source="bench", linger=LINGER) as emitter:
         def writer(w: int, deadline: float, tally: Tally) -> None:
-            session_id, latencies, n = f"batch-{uuid.uuid4().hex[:10]}", [], 0
-            tally.sessions.append(session_id)
+            session_id, latencies, n = tally.sessions[w % len(tally.sessions)], [], 0
             outstanding: deque = deque()
 
             def stored(began: float):
@@ -108,18 +110,17 @@ def batching_round(url: str, seconds: float, window: int) -> tuple[float, Tally]
                 future.result()
             tally.add(latencies, n)
 
-        return threads_round(seconds, writer)
+        return threads_round(seconds, sessions, writer)
 
 
-async def _async_round(url: str, seconds: float, window: int | None) -> tuple[float, Tally]:
-    tally = Tally()
+async def _async_round(url: str, seconds: float, window: int | None, sessions: int) -> tuple[float, Tally]:
+    tally = Tally(sessions)
     deadline = time.perf_counter() + seconds
     async with AsyncEventClient(url) as client:
         emitter = AsyncBatchingEmitter(client, source="bench", linger=LINGER) if window else None
 
-        async def writer() -> None:
-            session_id, latencies, n = f"async-{uuid.uuid4().hex[:10]}", [], 0
-            tally.sessions.append(session_id)
+        async def writer(w: int) -> None:
+            session_id, latencies, n = tally.sessions[w % len(tally.sessions)], [], 0
             outstanding: deque = deque()
             while time.perf_counter() < deadline:
                 began = time.perf_counter()
@@ -139,14 +140,14 @@ async def _async_round(url: str, seconds: float, window: int | None) -> tuple[fl
             tally.add(latencies, n)
 
         started = time.perf_counter()
-        await asyncio.gather(*(writer() for _ in range(WRITERS)))
+        await asyncio.gather(*(writer(w) for w in range(WRITERS)))
         if emitter is not None:
             await emitter.close()
         return tally.emitted / (time.perf_counter() - started), tally
 
 
-def async_round(url: str, seconds: float, window: int | None) -> tuple[float, Tally]:
-    return asyncio.run(_async_round(url, seconds, window))
+def async_round(url: str, seconds: float, window: int | None, sessions: int) -> tuple[float, Tally]:
+    return asyncio.run(_async_round(url, seconds, window, sessions))
 
 
 def check_stored(url: str, tallies: list[Tally]) -> None:
@@ -172,16 +173,18 @@ def figure(name: str, ours: list[tuple[float, Tally]], base: list[tuple[float, T
                f"{note}; runs (events/s): ours {runs[0]}, baseline {runs[1]}")
 
 
-def main(seconds: float = 2.0, window: int = 64) -> list[Row]:
+def main(seconds: float = 2.0, window: int = 8, sessions: int = SESSIONS) -> list[Row]:
     with common.scratch("clients") as data_dir, loadgen.serve("wsgi:app", data_dir, data_dir.parent / "clients.log") \
             as server:
-        sync_rounds = common.interleaved({"batching": lambda: batching_round(server.url, seconds, window),
-                                          "remote": lambda: remote_round(server.url, seconds)}, REPEATS)
-        async_rounds = common.interleaved({"batching": lambda: async_round(server.url, seconds, window),
-                                           "sequential": lambda: async_round(server.url, seconds, None)}, REPEATS)
-        check_stored(server.url, [tally for rounds in (*sync_rounds.values(), *async_rounds.values())
-                                  for _, tally in rounds])
-    where = f"{WRITERS} writers, one session each, linger {LINGER * 1000:.0f} ms, window {window} per writer, {seconds:g} s rounds"
+        url = server.url
+        sync_rounds = common.interleaved({"batching": lambda: batching_round(url, seconds, window, sessions),
+                                          "remote": lambda: remote_round(url, seconds, sessions)}, REPEATS)
+        async_rounds = common.interleaved({"batching": lambda: async_round(url, seconds, window, sessions),
+                                           "sequential": lambda: async_round(url, seconds, None, sessions)}, REPEATS)
+        check_stored(url, [tally for rounds in (*sync_rounds.values(), *async_rounds.values()) for _, tally in rounds])
+    where = (f"{WRITERS} writers over {sessions} sessions, linger {LINGER * 1000:.0f} ms, at most {window} events "
+             f"unresolved per writer, {seconds:g} s rounds, load average {os.getloadavg()[0]:.1f} on "
+             f"{os.cpu_count()} cores")
     return [figure("8 BatchingEmitter vs RemoteEmitter, 16 threads (events/s)", sync_rounds["batching"],
                    sync_rounds["remote"], f"{where}; baseline: RemoteEmitter.emit, one POST per event"),
             figure("8 AsyncBatchingEmitter vs sequential awaits, 16 tasks (events/s)", async_rounds["batching"],
@@ -191,8 +194,11 @@ def main(seconds: float = 2.0, window: int = 64) -> list[Row]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--window", type=int, default=8, help="events a writer may leave unresolved")
+    parser.add_argument("--sessions", type=int, default=SESSIONS, help="sessions the 16 writers share")
+    parser.add_argument("--repeats", type=int, default=REPEATS)
     arguments = parser.parse_args()
-    for row in main(arguments.seconds, arguments.window):
+    REPEATS = arguments.repeats
+    for row in main(arguments.seconds, arguments.window, arguments.sessions):
         print(" | ".join(row.cells()))
         print("   " + row.note)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from conftest import Server, start_server
 from eventsvc import EventEmitter
 from eventsvc.client import (AsyncBatchingEmitter, AsyncEventClient, BatchingEmitter, EmitterClosed, EventClient,
-                             EventIdConflict, RunSessionConflict, ValidationFailed)
+                             EventIdConflict, PayloadTooLarge, RunSessionConflict, ValidationFailed)
 from eventsvc.client.batches import Batcher, Pending, after_error
 from test_client import Relay
 
@@ -33,7 +33,7 @@ THREADS, PER_THREAD, SESSIONS = 16, 500, 4
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("batching")
-    running = start_server(root / "data", root / "gunicorn.log")
+    running = start_server(root / "data", root / "gunicorn.log", env={"EVENTSVC_MAX_EVENT_BYTES": "65536"})
     yield running
     running.stop()
 
@@ -174,16 +174,20 @@ def test_one_bad_event_fails_only_its_own_emit(client):
                    emitter.emit_nowait(session_id, "run_started", {"i": 1}),  # run-scoped, no run_id: 422
                    emitter.emit_nowait(session_id, "status", {"i": 2}),
                    emitter.emit_nowait(session_id, "tool_call", {"i": 3}, run_id=run_id),  # another's run: 409
-                   emitter.emit_nowait(session_id, "status", {"i": 4})]
+                   emitter.emit_nowait(session_id, "status", {"i": 4}),
+                   emitter.emit_nowait(session_id, "status", {"i": 5, "text": "x" * 70_000}),  # too large: 413
+                   emitter.emit_nowait(session_id, "status", {"i": 6})]
         wait(futures, BOUND)
     with pytest.raises(ValidationFailed) as invalid:
         futures[1].result()
     assert "run_id" in invalid.value.details
     with pytest.raises(RunSessionConflict):
         futures[3].result()
+    with pytest.raises(PayloadTooLarge):
+        futures[5].result()
     stored = list(client.session_events(session_id))
-    assert [e["payload"]["i"] for e in stored] == [0, 2, 4]
-    assert [futures[i].result() for i in (0, 2, 4)] == stored
+    assert [e["payload"]["i"] for e in stored] == [0, 2, 4, 6]
+    assert [futures[i].result() for i in (0, 2, 4, 6)] == stored
 
 
 @pytest.mark.slow

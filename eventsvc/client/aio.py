@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
 
 from . import protocol
 from .errors import ConnectionFailed, error_from_response
@@ -107,7 +106,7 @@ class AsyncEventClient:
                     body = None if response.status_code == 200 else await response.aread()
                     delay = state.opened(response, body)
                     if delay is None:
-                        async for sse in EventSource(response).aiter_sse():
+                        async for sse in protocol.event_source(response).aiter_sse():
                             envelope = state.message(sse.event, sse.data, sse.id, sse.retry)
                             if envelope is not None:
                                 yield envelope

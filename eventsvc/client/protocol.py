@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import EventSource
 
 from .errors import ClientError, ConnectionFailed, error_from_response
 
@@ -116,6 +117,15 @@ def retryable(error: ClientError) -> bool:
     return error.status in RETRY_STATUSES
 
 
+def event_source(response: httpx.Response) -> EventSource:
+    """The SSE reader of a 200 answer; ClientError if it is not an event stream (a proxy's page)."""
+    content_type = response.headers.get("content-type", "").partition(";")[0].strip()
+    if content_type != "text/event-stream":
+        raise ClientError(f"expected an event stream, got {content_type or 'no content type'!r}", status=200,
+                          code="not_an_event_stream")
+    return EventSource(response)
+
+
 class Follow:
     """The cursor and the retry budget of one ``follow``, for either client's I/O loop.
 
@@ -155,7 +165,6 @@ class Follow:
         """Check a connection's answer: None to read it as a stream; else the seconds to wait
         before the next attempt. Raises the mapped error for an answer not worth retrying."""
         if response.status_code == 200:
-            self._failures, self._failing_since = 0, None
             return None
         error = error_from_response(response.status_code, body or b"")
         if not retryable(error):
@@ -163,7 +172,9 @@ class Follow:
         return self.failed(str(error), retry_after(response.headers))
 
     def message(self, event: str, data: str, last_id: str, retry_ms: int | None) -> dict[str, Any] | None:
-        """The envelope of one SSE message, or None for one to skip; sets ``finished`` at ``end``."""
+        """The envelope of one SSE message, or None for one to skip; sets ``finished`` at ``end``.
+        A message means the server is there: the retry budget starts afresh."""
+        self._failures, self._failing_since = 0, None
         if retry_ms is not None:
             self._advised = retry_ms / 1000
         if event == "end":

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
 
 from ..emitter import EventEmitter
 from . import protocol
@@ -72,7 +71,7 @@ class EventClient:
     def _append_encoded(self, session_id: str, body: bytes) -> list[dict[str, Any]]:
         """Append a JSON array already encoded (every event with its ``event_id``), with the retries of ``append``."""
         answer = self._request("POST", protocol.append_path(session_id), content=body,
-                                 headers={"Content-Type": "application/json"})
+                               headers={"Content-Type": "application/json"})
         return answer["events"]
 
     # -- reads
@@ -119,7 +118,7 @@ class EventClient:
                     body = None if response.status_code == 200 else response.read()
                     delay = state.opened(response, body)
                     if delay is None:
-                        for sse in EventSource(response).iter_sse():
+                        for sse in protocol.event_source(response).iter_sse():
                             envelope = state.message(sse.event, sse.data, sse.id, sse.retry)
                             if envelope is not None:
                                 yield envelope

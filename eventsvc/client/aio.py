@@ -14,10 +14,10 @@ import httpx
 
 from . import protocol
 from .errors import ConnectionFailed, error_from_response
-from .protocol import Follow, RetryNotice, RetryPolicy
+from .protocol import ClientSettings, Follow, RetryNotice
 
 
-class AsyncEventClient:
+class AsyncEventClient(ClientSettings):
     """A client of one eventsvc server for one event loop; use as ``async with``.
 
     ``retries``, ``backoff`` and ``max_backoff`` mean what they mean for ``EventClient``.
@@ -25,13 +25,7 @@ class AsyncEventClient:
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0, *,
                  retries: int = 5, backoff: float = 0.1, max_backoff: float = 5.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.retry_policy = RetryPolicy(retries, backoff, max_backoff)
+        super().__init__(base_url, token, timeout, retries=retries, backoff=backoff, max_backoff=max_backoff)
         self._http: httpx.AsyncClient | None = None
 
     async def close(self) -> None:
@@ -121,9 +115,7 @@ class AsyncEventClient:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=self.timeout,
-                                           limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+            self._http = httpx.AsyncClient(**self._pool_options())
         return self._http
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -137,17 +137,10 @@ class AsyncBatchingEmitter:
                     part = parts.popleft()
                     try:
                         stored = await self._append(session_id, part)
-                    except ClientError as error:
-                        failures, again = batches.after_error(part, error)
-                        for item, item_error in failures:
-                            batches.settle(item.future, error=item_error)
-                        parts.extendleft(reversed(again))
-                    except Exception as error:  # an answer we cannot read: every emit of the part hears of it
-                        for item in part:
-                            batches.settle(item.future, error=error)
+                    except Exception as error:
+                        batches.settle_failed(part, error, parts)
                     else:
-                        for item, envelope in zip(part, stored):
-                            batches.settle(item.future, envelope)
+                        batches.settle_stored(part, stored)
         finally:
             self._batcher.done(session_id)
             self._wake.set()

@@ -58,6 +58,23 @@ def settle(future: Any, envelope: dict[str, Any] | None = None, *, error: BaseEx
         future.set_result(envelope)
 
 
+def settle_stored(part: list[Pending], stored: list[dict[str, Any]]) -> None:
+    for item, envelope in zip(part, stored):
+        settle(item.future, envelope)
+
+
+def settle_failed(part: list[Pending], error: Exception, parts: deque[list[Pending]]) -> None:
+    """Fail the emits a batch's error is theirs, and put what should go again at the front of ``parts``."""
+    if not isinstance(error, ClientError):  # an answer we cannot read: every emit of the part hears of it
+        for item in part:
+            settle(item.future, error=error)
+        return
+    failures, again = after_error(part, error)
+    for item, item_error in failures:
+        settle(item.future, error=item_error)
+    parts.extendleft(reversed(again))
+
+
 def check_limits(linger: float, max_batch: int, max_batch_bytes: int, max_pending: int) -> None:
     if not 0 <= linger <= 60:
         raise ValueError("linger must be between 0 and 60 seconds")

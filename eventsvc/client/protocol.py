@@ -46,6 +46,30 @@ class RetryPolicy:
         return delay if retry_after is None else max(delay, retry_after)
 
 
+class ClientSettings:
+    """What both clients are built from: the server, the token, the timeout and the retry policy.
+
+    ``retries``, ``backoff`` and ``max_backoff`` govern re-sends of appends and reconnects of
+    ``follow`` (see ``RetryPolicy``); a 503's ``Retry-After`` is honoured when it is longer.
+    """
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0, *,
+                 retries: int = 5, backoff: float = 0.1, max_backoff: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.retry_policy = RetryPolicy(retries, backoff, max_backoff)
+
+    def _pool_options(self) -> dict[str, Any]:
+        """The options of the httpx client (sync or async) that carries every request."""
+        return {"base_url": self.base_url, "timeout": self.timeout,
+                "headers": {"Authorization": f"Bearer {self.token}"} if self.token else {},
+                "limits": httpx.Limits(max_connections=64, max_keepalive_connections=32)}
+
+
 def jittered(delay: float) -> float:
     return delay * (0.5 + random.random() / 2)
 

@@ -17,10 +17,10 @@ import httpx
 from ..emitter import EventEmitter
 from . import protocol
 from .errors import ConnectionFailed, error_from_response
-from .protocol import Follow, RetryNotice, RetryPolicy
+from .protocol import ClientSettings, Follow, RetryNotice
 
 
-class EventClient:
+class EventClient(ClientSettings):
     """A thread-safe client of one eventsvc server (one connection pool shared by all threads).
 
     ``retries``, ``backoff`` and ``max_backoff`` govern re-sends of appends and reconnects of
@@ -29,13 +29,7 @@ class EventClient:
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0, *,
                  retries: int = 5, backoff: float = 0.1, max_backoff: float = 5.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.retry_policy = RetryPolicy(retries, backoff, max_backoff)
+        super().__init__(base_url, token, timeout, retries=retries, backoff=backoff, max_backoff=max_backoff)
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
 
@@ -134,9 +128,7 @@ class EventClient:
     def _client(self) -> httpx.Client:
         with self._lock:
             if self._http is None:
-                headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-                self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout,
-                                          limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+                self._http = httpx.Client(**self._pool_options())
             return self._http
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:

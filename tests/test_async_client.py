@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import Server, start_server
 from eventsvc import errors
+from eventsvc.client.protocol import Follow, RetryPolicy, retry_after
 from eventsvc.client import (AsyncEventClient, ConnectionFailed, EventClient, EventIdConflict, NotFound,
                              RunSessionConflict, Unauthorized, ValidationFailed)
 
@@ -46,6 +49,28 @@ def run(coroutine):
 
 async def collect(iterator) -> list:
     return [item async for item in iterator]
+
+
+@given(st.lists(st.one_of(st.integers(1, 40), st.just(None)), max_size=60), st.integers(0, 10))
+def test_follow_hands_out_each_seq_once_in_increasing_order(ids, since_seq):
+    state = Follow("/p", since_seq, until_seq=None, wait=False, policy=RetryPolicy(), give_up_after=None,
+                   on_retry=None)
+    handed, expected, cursor = [], [], since_seq
+    for seq in ids:
+        envelope = state.message("status", "" if seq is None else f'{{"seq":{seq}}}', str(seq or ""), None)
+        if envelope is not None:
+            handed.append(envelope["seq"])
+        if seq is not None and seq > cursor:
+            expected.append(seq)
+            cursor = seq
+    assert handed == expected
+    assert state.request()[1].get("Last-Event-ID") == (str(cursor) if cursor else None)
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("3", 3.0), ("0", 0.0), ("86400", 60.0), ("soon", None),
+                                                  ("-1", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+def test_retry_after_reads_seconds_and_dates_and_bounds_them(header, seconds):
+    assert retry_after({"retry-after": header}) == seconds
 
 
 def test_the_async_client_has_the_sync_clients_surface():

@@ -137,6 +137,47 @@ def test_the_emitters_have_the_event_emitter_interface():
     assert AsyncBatchingEmitter.run_scope is EventEmitter.run_scope
 
 
+@pytest.mark.parametrize(("option", "value"), [("max_batch", 0), ("max_batch", 1001), ("linger", -0.001),
+                                                ("max_batch_bytes", 0), ("max_pending", 0)])
+def test_limits_beyond_the_servers_are_refused_at_construction(option, value):
+    with pytest.raises(ValueError, match=option):
+        BatchingEmitter(EventClient("http://127.0.0.1:9"), **{option: value})
+    with pytest.raises(ValueError):
+        AsyncBatchingEmitter(AsyncEventClient("http://127.0.0.1:9"), **{option: value})
+
+
+@pytest.mark.slow
+def test_run_scope_gives_each_thread_and_task_its_run_id(client):
+    session_id = new_id("scopes")
+
+    def in_thread(run_id: str) -> dict:
+        with emitter.run_scope(run_id):
+            return emitter.emit(session_id, "run_started")
+
+    with BatchingEmitter(client) as emitter:
+        with emitter.run_scope("outer"):
+            outside = emitter.emit_nowait(session_id, "status")
+        results: list[dict] = []
+        threads = [threading.Thread(target=lambda r=r: results.append(in_thread(r))) for r in ("ra", "rb")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(BOUND)
+        explicit = emitter.emit(session_id, "status", run_id="explicit")
+    assert outside.result()["run_id"] == "outer" and explicit["run_id"] == "explicit"
+    assert sorted(envelope["run_id"] for envelope in results) == ["ra", "rb"]
+
+    async def tasks() -> list[dict]:
+        async with AsyncEventClient(client.base_url) as async_client, AsyncBatchingEmitter(async_client) as emitter:
+            async def task(run_id: str) -> dict:
+                with emitter.run_scope(run_id):
+                    await asyncio.sleep(0)  # the other task's scope is open meanwhile
+                    return await emitter.emit(session_id, "run_started")
+            return await asyncio.gather(task("ta"), task("tb"))
+
+    assert [envelope["run_id"] for envelope in run(tasks())] == ["ta", "tb"]
+
+
 @pytest.mark.slow
 def test_sixteen_threads_store_every_event_once_in_emit_order(client):
     sessions = [new_id("threads") for _ in range(SESSIONS)]

@@ -328,8 +328,13 @@ def test_sixteen_tasks_store_every_event_once_in_emit_order(server):
                     session_id = sessions[(w + i) % SESSIONS]
                     counter += 1
                     emitted[session_id].append(counter)
-                    envelopes.append(await emitter.emit(session_id, "message_delta", {"w": w, "i": i, "n": counter}))
-                return envelopes
+                    event = ("message_delta", {"w": w, "i": i, "n": counter})
+                    if i % 50 == 49:  # now and then an awaited emit, the common call
+                        envelopes.append(await emitter.emit(session_id, *event))
+                    else:
+                        envelopes.append(emitter.emit_nowait(session_id, *event))
+                        await asyncio.sleep(0)  # let the other tasks emit in between
+                return [envelope if isinstance(envelope, dict) else await envelope for envelope in envelopes]
 
             results = await asyncio.gather(*(writer(w) for w in range(THREADS)))
         return [envelope for envelopes in results for envelope in envelopes]

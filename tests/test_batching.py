@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections import defaultdict
@@ -261,6 +263,20 @@ def test_close_sends_pending_events_then_refuses_emits(client):
     emitter.close()
     emitter.flush()
     assert len(list(client.session_events(session_id))) == 50
+
+
+@pytest.mark.slow
+def test_a_program_that_exits_without_close_still_sends_what_it_emitted(client):
+    session_id = new_id("atexit")
+    script = f"""
+from eventsvc.client import BatchingEmitter, EventClient
+emitter = BatchingEmitter(EventClient({client.base_url!r}), linger=30.0)
+for i in range(20):
+    emitter.emit_nowait({session_id!r}, "status", {{"w": 0, "i": i}})
+"""
+    exited = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=BOUND)
+    assert exited.returncode == 0, exited.stderr
+    stored_once_in_order(client, [session_id], 20)
 
 
 @pytest.mark.slow

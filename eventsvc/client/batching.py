@@ -8,8 +8,10 @@ restart of the server is stored exactly once.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
+import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -51,6 +53,9 @@ class BatchingEmitter(EventEmitter):
         self._senders = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="eventsvc-batch-send")
         self._dispatcher = threading.Thread(target=self._dispatch, name="eventsvc-batch-dispatch", daemon=True)
         self._dispatcher.start()
+        # A program that ends without close() still sends what it emitted: the hook runs at
+        # interpreter exit before the sender pool stops taking work (the one concurrent.futures uses).
+        threading._register_atexit(functools.partial(_close_at_exit, weakref.ref(self)))  # type: ignore[attr-defined]
 
     def __enter__(self) -> BatchingEmitter:
         return self
@@ -152,3 +157,9 @@ class BatchingEmitter(EventEmitter):
                     raise
             time.sleep(self.client.retry_policy.delay(attempt))
             attempt += 1
+
+
+def _close_at_exit(emitter: weakref.ref[BatchingEmitter]) -> None:
+    alive = emitter()
+    if alive is not None:
+        alive.close()

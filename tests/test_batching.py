@@ -184,6 +184,8 @@ def test_run_scope_gives_each_thread_and_task_its_run_id(client):
 def test_sixteen_threads_store_every_event_once_in_emit_order(client):
     sessions = [new_id("threads") for _ in range(SESSIONS)]
     results: list[list[Future]] = [[] for _ in range(THREADS)]
+    order = threading.Lock()
+    counter = iter(range(1, THREADS * PER_THREAD + 1))
     with BatchingEmitter(client, source="agent") as emitter:
         def writer(w: int) -> None:
             for i in range(PER_THREAD):
@@ -192,8 +194,12 @@ def test_sixteen_threads_store_every_event_once_in_emit_order(client):
                     done: Future = Future()
                     done.set_result(emitter.emit(session_id, "message_delta", {"w": w, "i": i}))
                     results[w].append(done)
-                else:
+                elif w % 2:  # free-running writers: their own order is checked
                     results[w].append(emitter.emit_nowait(session_id, "message_delta", {"w": w, "i": i}))
+                else:  # writers whose calls are numbered in the order they happen, across threads
+                    with order:
+                        payload = {"w": w, "i": i, "n": next(counter)}
+                        results[w].append(emitter.emit_nowait(session_id, "message_delta", payload))
 
         threads = [threading.Thread(target=writer, args=(w,)) for w in range(THREADS)]
         for thread in threads:
@@ -202,6 +208,9 @@ def test_sixteen_threads_store_every_event_once_in_emit_order(client):
             thread.join(BOUND)
     assert all(future.done() for futures in results for future in futures)  # close() waited for them
     stored = stored_once_in_order(client, sessions, THREADS * PER_THREAD)
+    for events in stored.values():
+        numbered = [event["payload"]["n"] for event in events if "n" in event["payload"]]
+        assert numbered == sorted(numbered)  # stored in the order the emits were called
     by_id = {event["event_id"]: event for events in stored.values() for event in events}
     returned = [future.result() for futures in results for future in futures]
     assert all(by_id[envelope["event_id"]] == envelope for envelope in returned)

@@ -49,6 +49,7 @@ def test_the_readme_install_line_gives_a_working_client_without_the_server_stack
     installed = subprocess.run([*command, "--quiet", "--disable-pip-version-check"], cwd=checkout, env=env,
                                capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
+    assert "does not provide the extra" not in installed.stderr
 
     listing = subprocess.run([str(bin_dir / "pip"), "list", "--format=json", "--disable-pip-version-check"],
                              capture_output=True, text=True, check=True, env=env)

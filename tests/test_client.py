@@ -595,3 +595,18 @@ def test_tail_waits_retry_after_when_the_server_has_too_many_streams():
     assert [json.loads(line) for line in out.splitlines()] == [{"seq": 1}, {"seq": 2}]
     assert "too_many_streams" in err and "retrying in 1.0 s" in err
     assert busy.arrivals[1] - busy.arrivals[0] >= 0.95
+
+
+def test_every_client_error_is_the_matching_server_error():
+    """Code written against the embedded store catches the client's errors unchanged: each client class
+    is also the eventsvc.errors class that the server raises for the same code."""
+    from eventsvc.client.errors import _ERROR_BY_CODE
+    server_classes: dict[str, type] = {}
+    for cls in vars(errors).values():  # in definition order: a code's base class comes first
+        if isinstance(cls, type) and issubclass(cls, errors.EventSvcError):
+            server_classes.setdefault(cls.code, cls)
+    for code, cls in _ERROR_BY_CODE.items():
+        server = {"payload_too_large": errors.EventTooLarge, "storage_unavailable": errors.StorageError,
+                  "insufficient_storage": errors.StorageFull}.get(code, server_classes.get(code))
+        assert server is not None, f"no server-side class for {code}"
+        assert issubclass(cls, server), (cls, server)

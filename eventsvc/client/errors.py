@@ -55,11 +55,11 @@ class RunSessionConflict(Conflict, errors.RunSessionConflict):
     code = "run_session_conflict"
 
 
-class Unauthorized(ClientError):
+class Unauthorized(ClientError, errors.Unauthorized):
     code = "unauthorized"
 
 
-class Forbidden(ClientError):
+class Forbidden(ClientError, errors.Forbidden):
     code = "forbidden"
 
 
@@ -67,15 +67,19 @@ class PayloadTooLarge(ClientError, errors.EventTooLarge):
     code = "payload_too_large"
 
 
-class UnsupportedMediaType(ClientError):
+class UnsupportedMediaType(ClientError, errors.UnsupportedMediaType):
     code = "unsupported_media_type"
+
+
+class RequestTimeout(ClientError, errors.RequestTimeout):
+    code = "request_timeout"
 
 
 class StorageUnavailable(ClientError, errors.StorageError):
     code = "storage_unavailable"
 
 
-class StoreBusy(StorageUnavailable):
+class StoreBusy(StorageUnavailable, errors.StoreBusy):
     code = "store_busy"
 
 
@@ -83,8 +87,8 @@ class InsufficientStorage(StorageUnavailable, errors.StorageFull):
     code = "insufficient_storage"
 
 
-class TooManyStreams(StorageUnavailable):
-    """503 ``too_many_streams``: the server's stream slots are taken; retried after ``Retry-After``."""
+class TooManyStreams(ClientError, errors.TooManyStreams):
+    """503 ``too_many_streams``: the server's stream slots are taken; ``follow`` waits ``Retry-After``."""
 
     code = "too_many_streams"
 
@@ -97,11 +101,11 @@ class ConnectionFailed(ClientError):
 
 _ERROR_BY_CODE: dict[str, type[ClientError]] = {cls.code: cls for cls in (
     ValidationFailed, BadRequest, NotFound, Conflict, SeqConflict, EventIdConflict, RunSessionConflict,
-    Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType, StorageUnavailable, StoreBusy,
+    Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType, RequestTimeout, StorageUnavailable, StoreBusy,
     InsufficientStorage, TooManyStreams)}
 _ERROR_BY_STATUS: dict[int, type[ClientError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
-    415: UnsupportedMediaType, 422: ValidationFailed, 503: StorageUnavailable, 507: InsufficientStorage}
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 408: RequestTimeout, 409: Conflict,
+    413: PayloadTooLarge, 415: UnsupportedMediaType, 422: ValidationFailed, 503: StorageUnavailable, 507: InsufficientStorage}
 
 
 def error_from_response(status: int, body: bytes) -> ClientError:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -273,3 +274,45 @@ def test_follow_gives_up_when_retry_after_outlasts_its_budget():
         busy.close()
     assert "too_many_streams" in str(caught.value)
     assert 2 <= len(busy.arrivals) <= 4
+
+
+@pytest.mark.parametrize(("flavour",), [("sync",), ("async",)])
+def test_follow_waits_for_a_stream_slot_on_a_real_server_at_its_cap(tmp_path: Path, flavour):
+    """One worker with one stream slot: a second follow hears 503 too_many_streams with
+    Retry-After, waits it, and streams once the first stream has gone."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
+                          env={"EVENTSVC_MAX_STREAMS": "1", "EVENTSVC_SSE_KEEPALIVE": "0.5"})
+    session_id = new_id("slots")
+    refused = threading.Event()
+    notices: list[tuple[str, float]] = []
+
+    def heard(what: str, delay: float) -> None:
+        notices.append((what, delay))
+        refused.set()
+
+    try:
+        with EventClient(server.url) as writer:
+            first = writer.append(session_id, {"type": "status"})
+            hog = httpx.Client(base_url=server.url, timeout=BOUND)
+            with hog.stream("GET", f"/api/sessions/{session_id}/events/stream") as holding:
+                assert holding.status_code == 200
+                followed: list = []
+                if flavour == "sync":
+                    follower = threading.Thread(target=lambda: followed.extend(EventClient(server.url).follow(
+                        session_id=session_id, until_seq=2, on_retry=heard)))
+                else:
+                    async def follow() -> None:
+                        async with AsyncEventClient(server.url) as client:
+                            followed.extend(await collect(client.follow(session_id=session_id, until_seq=2,
+                                                                        on_retry=heard)))
+                    follower = threading.Thread(target=lambda: run(follow()))
+                follower.start()
+                assert refused.wait(BOUND)
+            hog.close()  # the slot is free again; the follower's retry gets it
+            second = writer.append(session_id, {"type": "status"})
+            follower.join(BOUND)
+        assert followed == [first, second]
+        what, delay = notices[0]
+        assert "too_many_streams" in what and delay >= 2.0  # the server's Retry-After: 2
+    finally:
+        server.stop()

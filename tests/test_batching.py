@@ -425,3 +425,11 @@ def test_async_emitter_survives_sigkill_and_restart_exactly_once(tmp_path: Path)
             stored_once_in_order(reader, sessions, 1200)
     finally:
         server.stop()
+
+
+def test_an_answer_with_another_count_of_envelopes_fails_every_emit_of_the_batch():
+    from eventsvc.client.batches import settle_stored
+
+    batch = [pending(n) for n in range(3)]
+    settle_stored(batch, [{"seq": 1}, {"seq": 2}])
+    assert all("2 envelopes for a batch of 3" in str(item.future.exception()) for item in batch)

@@ -59,6 +59,13 @@ def settle(future: Any, envelope: dict[str, Any] | None = None, *, error: BaseEx
 
 
 def settle_stored(part: list[Pending], stored: list[dict[str, Any]]) -> None:
+    """Each emit gets its envelope (the answer lists them in batch order)."""
+    if len(stored) != len(part):  # a server (or proxy) that answers another count: no emit can trust it
+        error = ClientError(f"the server answered {len(stored)} envelopes for a batch of {len(part)}",
+                            status=None, code="bad_answer")
+        for item in part:
+            settle(item.future, error=error)
+        return
     for item, envelope in zip(part, stored):
         settle(item.future, envelope)
 

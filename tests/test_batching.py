@@ -140,7 +140,7 @@ def test_the_emitters_have_the_event_emitter_interface():
 
 
 @pytest.mark.parametrize(("option", "value"), [("max_batch", 0), ("max_batch", 1001), ("linger", -0.001),
-                                                ("max_batch_bytes", 0), ("max_pending", 0)])
+                                                ("max_batch_bytes", 0), ("max_pending", 0), ("senders", 0)])
 def test_limits_beyond_the_servers_are_refused_at_construction(option, value):
     with pytest.raises(ValueError, match=option):
         BatchingEmitter(EventClient("http://127.0.0.1:9"), **{option: value})

@@ -36,7 +36,7 @@ class AsyncBatchingEmitter:
                  max_batch_bytes: int = batches.DEFAULT_MAX_BATCH_BYTES,
                  max_pending: int = batches.DEFAULT_MAX_PENDING, senders: int = 8,
                  give_up_after: float = batches.DEFAULT_GIVE_UP_AFTER) -> None:
-        batches.check_limits(linger, max_batch, max_batch_bytes, max_pending)
+        batches.check_limits(linger, max_batch, max_batch_bytes, max_pending, senders)
         self.client = client
         self.source = source
         self.max_pending = max_pending

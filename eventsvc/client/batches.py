@@ -82,13 +82,13 @@ def settle_failed(part: list[Pending], error: Exception, parts: deque[list[Pendi
     parts.extendleft(reversed(again))
 
 
-def check_limits(linger: float, max_batch: int, max_batch_bytes: int, max_pending: int) -> None:
+def check_limits(linger: float, max_batch: int, max_batch_bytes: int, max_pending: int, senders: int) -> None:
     if not 0 <= linger <= 60:
         raise ValueError("linger must be between 0 and 60 seconds")
     if not 1 <= max_batch <= MAX_BATCH:
         raise ValueError(f"max_batch must be between 1 and {MAX_BATCH} (the server's batch limit)")
-    if max_batch_bytes < 1 or max_pending < 1:
-        raise ValueError("max_batch_bytes and max_pending must be positive")
+    if max_batch_bytes < 1 or max_pending < 1 or senders < 1:
+        raise ValueError("max_batch_bytes, max_pending and senders must be positive")
 
 
 class Batcher:

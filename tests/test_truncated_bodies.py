@@ -42,7 +42,7 @@ def start_plain_gunicorn(data_dir: Path, log_path: Path) -> Server:
         try:
             if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine
             time.sleep(0.1)
     server.stop(signal.SIGKILL)
     raise AssertionError(f"plain gunicorn did not answer:\n{server.log()}")

@@ -18,6 +18,7 @@ import click
 from .errors import EventSvcError
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+SERVER_STACK = frozenset({"flask", "werkzeug", "peewee", "marshmallow", "gunicorn"})  # the `server` extra
 
 
 def data_dir_option(command: Callable) -> Callable:
@@ -82,6 +83,8 @@ class OneLineGroup(click.Group):
             click.echo(f"eventsvc: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
         except ModuleNotFoundError as exc:  # a client-only install running a server command
+            if (exc.name or "").partition(".")[0] not in SERVER_STACK:
+                raise
             click.echo(f"eventsvc: this command needs the server extra (pip install '.[server]'): {exc}", err=True)
             sys.exit(EXIT_ERROR)
 

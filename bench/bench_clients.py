@@ -1,4 +1,4 @@
-"""Figure 8: the batching emitters against one POST per event, over HTTP to `make run`'s gunicorn.
+"""Figure 9: the batching emitters against one POST per event, over HTTP to `make run`'s gunicorn.
 
     .venv/bin/python bench/bench_clients.py [--seconds 2] [--window 8] [--sessions 4] [--repeats 3]
 
@@ -185,9 +185,9 @@ def main(seconds: float = 2.0, window: int = 8, sessions: int = SESSIONS) -> lis
     where = (f"{WRITERS} writers over {sessions} sessions, linger {LINGER * 1000:.0f} ms, at most {window} events "
              f"unresolved per writer, {seconds:g} s rounds, load average {os.getloadavg()[0]:.1f} on "
              f"{os.cpu_count()} cores")
-    return [figure("8 BatchingEmitter vs RemoteEmitter, 16 threads (events/s)", sync_rounds["batching"],
+    return [figure("9 BatchingEmitter vs RemoteEmitter, 16 threads (events/s)", sync_rounds["batching"],
                    sync_rounds["remote"], f"{where}; baseline: RemoteEmitter.emit, one POST per event"),
-            figure("8 AsyncBatchingEmitter vs sequential awaits, 16 tasks (events/s)", async_rounds["batching"],
+            figure("9 AsyncBatchingEmitter vs sequential awaits, 16 tasks (events/s)", async_rounds["batching"],
                    async_rounds["sequential"], f"{where}; baseline: await AsyncEventClient.append per event")]
 
 

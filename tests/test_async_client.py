@@ -316,3 +316,58 @@ def test_follow_waits_for_a_stream_slot_on_a_real_server_at_its_cap(tmp_path: Pa
         assert "too_many_streams" in what and delay >= 2.0  # the server's Retry-After: 2
     finally:
         server.stop()
+
+
+# -- summaries, listings and type filters (issue 14's endpoints), through both clients ----------------------
+
+
+@pytest.mark.parametrize(("flavour",), [("sync",), ("async",)])
+def test_summaries_listings_and_type_filters_through_both_clients(server, flavour):
+    session_id, run_id, other_run = new_id("sum"), new_id("run"), new_id("run")
+    with EventClient(server.url, token=TOKEN) as writer:
+        stored = writer.append(session_id, [
+            {"type": "run_created", "run_id": run_id}, {"type": "run_started", "run_id": run_id},
+            {"type": "tool_call", "run_id": run_id}, {"type": "user_message"},
+            {"type": "tool_call", "run_id": run_id}, {"type": "run_completed", "run_id": run_id},
+            {"type": "run_started", "run_id": other_run}])
+
+    def check(session, run, unknown, sessions, runs_all, runs_done, runs_running, tool_calls, run_tools, followed):
+        assert session["session_id"] == session_id and session["event_count"] == 7 and session["run_count"] == 2
+        assert (run["run_id"], run["status"], run["event_count"]) == (run_id, "completed", 5)
+        assert isinstance(unknown, NotFound)
+        assert session_id in [s["session_id"] for s in sessions]
+        assert sorted(r["run_id"] for r in runs_all) == sorted([run_id, other_run])
+        assert [r["run_id"] for r in runs_done] == [run_id]
+        assert [r["run_id"] for r in runs_running] == [other_run]
+        assert tool_calls == [stored[2], stored[4]] == run_tools
+        assert followed == [stored[2], stored[4]]
+
+    if flavour == "sync":
+        with EventClient(server.url, token=TOKEN) as client:
+            try:
+                client.run(new_id("nope"))
+            except NotFound as exc:
+                unknown = exc
+            check(client.session(session_id), client.run(run_id), unknown, list(client.sessions(limit=2)),
+                  list(client.runs(session_id=session_id, limit=1)),
+                  list(client.runs(session_id=session_id, status="completed")),
+                  list(client.runs(session_id=session_id, status=["running", "waiting_input"])),
+                  list(client.session_events(session_id, types=["tool_call"], limit=1)),
+                  list(client.run_events(run_id, types=["tool_call"])),
+                  list(client.follow(session_id=session_id, types=["tool_call"], until_seq=6)))
+    else:
+        async def scenario() -> None:
+            async with AsyncEventClient(server.url, token=TOKEN) as client:
+                try:
+                    await client.run(new_id("nope"))
+                except NotFound as exc:
+                    unknown = exc
+                check(await client.session(session_id), await client.run(run_id), unknown,
+                      await collect(client.sessions(limit=2)),
+                      await collect(client.runs(session_id=session_id, limit=1)),
+                      await collect(client.runs(session_id=session_id, status="completed")),
+                      await collect(client.runs(session_id=session_id, status=["running", "waiting_input"])),
+                      await collect(client.session_events(session_id, types=["tool_call"], limit=1)),
+                      await collect(client.run_events(run_id, types=["tool_call"])),
+                      await collect(client.follow(session_id=session_id, types=["tool_call"], until_seq=6)))
+        run(scenario())

@@ -11,8 +11,8 @@ from .aio import AsyncEventClient
 from .async_batching import AsyncBatchingEmitter
 from .batching import BatchingEmitter
 from .errors import (BadRequest, ClientError, Conflict, ConnectionFailed, EmitterClosed, EventIdConflict,
-                     Forbidden, InsufficientStorage, NotFound, PayloadTooLarge, RequestTimeout, RunSessionConflict, SeqConflict,
-                     StorageUnavailable, StoreBusy, TooManyStreams, Unauthorized, UnsupportedMediaType,
+                     Forbidden, InsufficientStorage, NotFound, PayloadTooLarge, RequestTimeout, RunSessionConflict,
+                     SeqConflict, StorageUnavailable, StoreBusy, TooManyStreams, Unauthorized, UnsupportedMediaType,
                      ValidationFailed, error_from_response)
 from .protocol import RetryPolicy
 from .sync import EventClient, RemoteEmitter
@@ -20,7 +20,7 @@ from .sync import EventClient, RemoteEmitter
 __all__ = [
     "AsyncBatchingEmitter", "AsyncEventClient", "BadRequest", "BatchingEmitter", "ClientError", "Conflict",
     "ConnectionFailed", "EmitterClosed", "EventClient", "EventIdConflict", "Forbidden", "InsufficientStorage",
-    "NotFound", "PayloadTooLarge", "RemoteEmitter", "RequestTimeout", "RetryPolicy", "RunSessionConflict", "SeqConflict",
-    "StorageUnavailable", "StoreBusy", "TooManyStreams", "Unauthorized", "UnsupportedMediaType",
+    "NotFound", "PayloadTooLarge", "RemoteEmitter", "RequestTimeout", "RetryPolicy", "RunSessionConflict",
+    "SeqConflict", "StorageUnavailable", "StoreBusy", "TooManyStreams", "Unauthorized", "UnsupportedMediaType",
     "ValidationFailed", "error_from_response",
 ]

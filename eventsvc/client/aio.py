@@ -7,7 +7,7 @@ clients cannot drift apart.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -65,32 +65,60 @@ class AsyncEventClient(ClientSettings):
 
     # -- reads
 
-    def session_events(self, session_id: str, since_seq: int = 0, *,
-                       limit: int = 100) -> AsyncIterator[dict[str, Any]]:
-        """Every event of the session after ``since_seq``, fetched a page at a time as iterated."""
-        return self._pages(f"/api/sessions/{protocol.segment(session_id)}/events", since_seq, limit)
+    def session_events(self, session_id: str, since_seq: int = 0, *, limit: int = 100,
+                       types: str | Iterable[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every event of the session after ``since_seq`` (of ``types`` only, if given), a page at a time."""
+        return self._pages(f"/api/sessions/{protocol.segment(session_id)}/events", since_seq, limit, types)
 
-    def run_events(self, run_id: str, since_seq: int = 0, *, limit: int = 100) -> AsyncIterator[dict[str, Any]]:
-        """Every event of the run after ``since_seq`` (original session seqs), a page at a time."""
-        return self._pages(f"/api/runs/{protocol.segment(run_id)}/events", since_seq, limit)
+    def run_events(self, run_id: str, since_seq: int = 0, *, limit: int = 100,
+                   types: str | Iterable[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every event of the run after ``since_seq`` (original session seqs; of ``types`` only, if given)."""
+        return self._pages(f"/api/runs/{protocol.segment(run_id)}/events", since_seq, limit, types)
 
-    async def _pages(self, path: str, since_seq: int, limit: int) -> AsyncIterator[dict[str, Any]]:
+    async def _pages(self, path: str, since_seq: int, limit: int,
+                     types: str | Iterable[str] | None) -> AsyncIterator[dict[str, Any]]:
         while True:
-            page = await self._request("GET", path, params=protocol.page_params(since_seq, limit))
+            page = await self._request("GET", path, params=protocol.page_params(since_seq, limit, types))
             for event in page["events"]:
                 yield event
             if not page["has_more"]:
                 return
             since_seq = page["next_since_seq"]
 
+    async def session(self, session_id: str) -> dict[str, Any]:
+        """The session's summary (NotFound when unknown)."""
+        return await self._request("GET", f"/api/sessions/{protocol.segment(session_id)}")
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        """The run's summary (NotFound when unknown)."""
+        return await self._request("GET", f"/api/runs/{protocol.segment(run_id)}")
+
+    def sessions(self, *, limit: int = 100) -> AsyncIterator[dict[str, Any]]:
+        """Every session's summary, most recently appended-to first, a page at a time."""
+        return self._listing("/api/sessions", "sessions", {"limit": min(limit, protocol.MAX_PAGE)})
+
+    def runs(self, *, session_id: str | None = None, status: str | Iterable[str] | None = None,
+             limit: int = 100) -> AsyncIterator[dict[str, Any]]:
+        """Run summaries (of one session, of some statuses), most recently appended-to first."""
+        return self._listing("/api/runs", "runs", protocol.runs_params(session_id, status, limit))
+
+    async def _listing(self, path: str, key: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            page = await self._request("GET", path, params=params)
+            for item in page[key]:
+                yield item
+            if page.get("next_cursor") is None:
+                return
+            params = {**params, "cursor": page["next_cursor"]}
+
     async def follow(self, session_id: str | None = None, run_id: str | None = None, since_seq: int = 0, *,
                      until_seq: int | None = None, wait: bool = False, idle_timeout: float = 60.0,
-                     give_up_after: float | None = 300.0,
-                     on_retry: RetryNotice | None = None) -> AsyncIterator[dict[str, Any]]:
+                     give_up_after: float | None = 300.0, on_retry: RetryNotice | None = None,
+                     types: str | Iterable[str] | None = None) -> AsyncIterator[dict[str, Any]]:
         """As ``EventClient.follow``, as an async iterator: history, then live events, each once,
         resuming with ``Last-Event-ID`` across disconnects, restarts and 503s (``Retry-After``)."""
         state = Follow(protocol.stream_path(session_id, run_id), since_seq, until_seq=until_seq, wait=wait,
-                       policy=self.retry_policy, give_up_after=give_up_after, on_retry=on_retry)
+                       policy=self.retry_policy, give_up_after=give_up_after, on_retry=on_retry, types=types)
         timeout = httpx.Timeout(self.timeout, read=idle_timeout)
         while True:
             params, headers = state.request()

@@ -101,11 +101,12 @@ class ConnectionFailed(ClientError):
 
 _ERROR_BY_CODE: dict[str, type[ClientError]] = {cls.code: cls for cls in (
     ValidationFailed, BadRequest, NotFound, Conflict, SeqConflict, EventIdConflict, RunSessionConflict,
-    Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType, RequestTimeout, StorageUnavailable, StoreBusy,
-    InsufficientStorage, TooManyStreams)}
+    Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType, RequestTimeout, StorageUnavailable,
+    StoreBusy, InsufficientStorage, TooManyStreams)}
 _ERROR_BY_STATUS: dict[int, type[ClientError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 408: RequestTimeout, 409: Conflict,
-    413: PayloadTooLarge, 415: UnsupportedMediaType, 422: ValidationFailed, 503: StorageUnavailable, 507: InsufficientStorage}
+    413: PayloadTooLarge, 415: UnsupportedMediaType, 422: ValidationFailed, 503: StorageUnavailable,
+    507: InsufficientStorage}
 
 
 def error_from_response(status: int, body: bytes) -> ClientError:

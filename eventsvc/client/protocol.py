@@ -10,7 +10,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -132,8 +132,24 @@ def stream_path(session_id: str | None, run_id: str | None) -> str:
     return f"/api/runs/{segment(run_id)}/events/stream"
 
 
-def page_params(since_seq: int, limit: int) -> dict[str, Any]:
-    return {"since_seq": since_seq, "limit": min(limit, MAX_PAGE)}
+def types_param(types: str | Iterable[str] | None) -> dict[str, str]:
+    """``?types=a,b``: only events of those types (None: every type)."""
+    if types is None:
+        return {}
+    return {"types": types if isinstance(types, str) else ",".join(types)}
+
+
+def page_params(since_seq: int, limit: int, types: str | Iterable[str] | None = None) -> dict[str, Any]:
+    return {"since_seq": since_seq, "limit": min(limit, MAX_PAGE), **types_param(types)}
+
+
+def runs_params(session_id: str | None, status: str | Iterable[str] | None, limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": min(limit, MAX_PAGE)}
+    if session_id is not None:
+        params["session_id"] = session_id
+    if status is not None:
+        params["status"] = status if isinstance(status, str) else ",".join(status)
+    return params
 
 
 def retryable(error: ClientError) -> bool:
@@ -166,8 +182,10 @@ class Follow:
     """
 
     def __init__(self, path: str, since_seq: int, *, until_seq: int | None, wait: bool,
-                 policy: RetryPolicy, give_up_after: float | None, on_retry: RetryNotice | None) -> None:
+                 policy: RetryPolicy, give_up_after: float | None, on_retry: RetryNotice | None,
+                 types: str | Iterable[str] | None = None) -> None:
         self.path = path
+        self.types = types_param(types)
         self.cursor = since_seq
         self.until_seq = until_seq
         self.wait = wait
@@ -186,6 +204,7 @@ class Follow:
             params["until_seq"] = self.until_seq
         if self.wait:
             params["wait"] = 1
+        params.update(self.types)
         headers = {"Accept": "text/event-stream"}
         if self.cursor:
             headers["Last-Event-ID"] = str(self.cursor)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -70,27 +70,54 @@ class EventClient(ClientSettings):
 
     # -- reads
 
-    def session_events(self, session_id: str, since_seq: int = 0, *,
-                       limit: int = 100) -> Iterator[dict[str, Any]]:
-        """Every event of the session after ``since_seq``, fetched a page at a time as iterated."""
-        return self._pages(f"/api/sessions/{protocol.segment(session_id)}/events", since_seq, limit)
+    def session_events(self, session_id: str, since_seq: int = 0, *, limit: int = 100,
+                       types: str | Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every event of the session after ``since_seq`` (of ``types`` only, if given), a page at a time."""
+        return self._pages(f"/api/sessions/{protocol.segment(session_id)}/events", since_seq, limit, types)
 
-    def run_events(self, run_id: str, since_seq: int = 0, *,
-                   limit: int = 100) -> Iterator[dict[str, Any]]:
-        """Every event of the run after ``since_seq`` (original session seqs), a page at a time."""
-        return self._pages(f"/api/runs/{protocol.segment(run_id)}/events", since_seq, limit)
+    def run_events(self, run_id: str, since_seq: int = 0, *, limit: int = 100,
+                   types: str | Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every event of the run after ``since_seq`` (original session seqs; of ``types`` only, if given)."""
+        return self._pages(f"/api/runs/{protocol.segment(run_id)}/events", since_seq, limit, types)
 
-    def _pages(self, path: str, since_seq: int, limit: int) -> Iterator[dict[str, Any]]:
+    def _pages(self, path: str, since_seq: int, limit: int,
+               types: str | Iterable[str] | None) -> Iterator[dict[str, Any]]:
         while True:
-            page = self._request("GET", path, params=protocol.page_params(since_seq, limit))
+            page = self._request("GET", path, params=protocol.page_params(since_seq, limit, types))
             yield from page["events"]
             if not page["has_more"]:
                 return
             since_seq = page["next_since_seq"]
 
+    def session(self, session_id: str) -> dict[str, Any]:
+        """The session's summary (NotFound when unknown)."""
+        return self._request("GET", f"/api/sessions/{protocol.segment(session_id)}")
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """The run's summary (NotFound when unknown)."""
+        return self._request("GET", f"/api/runs/{protocol.segment(run_id)}")
+
+    def sessions(self, *, limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Every session's summary, most recently appended-to first, a page at a time."""
+        return self._listing("/api/sessions", "sessions", {"limit": min(limit, protocol.MAX_PAGE)})
+
+    def runs(self, *, session_id: str | None = None, status: str | Iterable[str] | None = None,
+             limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Run summaries (of one session, of some statuses), most recently appended-to first."""
+        return self._listing("/api/runs", "runs", protocol.runs_params(session_id, status, limit))
+
+    def _listing(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        while True:
+            page = self._request("GET", path, params=params)
+            yield from page[key]
+            if page.get("next_cursor") is None:
+                return
+            params = {**params, "cursor": page["next_cursor"]}
+
     def follow(self, session_id: str | None = None, run_id: str | None = None, since_seq: int = 0, *,
                until_seq: int | None = None, wait: bool = False, idle_timeout: float = 60.0,
-               give_up_after: float | None = 300.0, on_retry: RetryNotice | None = None) -> Iterator[dict[str, Any]]:
+               give_up_after: float | None = 300.0, on_retry: RetryNotice | None = None,
+               types: str | Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
         """The events after ``since_seq``, then each new one as it is appended, as envelopes.
 
         Reconnects with ``Last-Event-ID`` after a dropped connection, a silence longer than
@@ -102,7 +129,7 @@ class EventClient(ClientSettings):
         of each failure before its wait.
         """
         state = Follow(protocol.stream_path(session_id, run_id), since_seq, until_seq=until_seq, wait=wait,
-                       policy=self.retry_policy, give_up_after=give_up_after, on_retry=on_retry)
+                       policy=self.retry_policy, give_up_after=give_up_after, on_retry=on_retry, types=types)
         timeout = httpx.Timeout(self.timeout, read=idle_timeout)
         while True:
             params, headers = state.request()

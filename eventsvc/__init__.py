@@ -39,6 +39,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     tokens = load_tokens(app.config["API_TOKENS"], app.config["READ_TOKENS"], app.config["TOKENS_FILE"])
 
     from .api import register
+    from .ui import init_app as init_console
 
     register(app, tokens)
+    init_console(app, tokens)
     return app

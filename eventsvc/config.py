@@ -71,6 +71,7 @@ SETTINGS = (
     Setting("THREADS", 128, _positive_int,
             "threads per gunicorn worker (make run): each open event stream holds one"),
     Setting("LOG_LEVEL", "info", str, "log level of the service and gunicorn"),
+    Setting("UI", True, _flag, "0: no web console; /ui/ is then 404"),
 )
 
 

@@ -63,8 +63,8 @@ def signin():
     token = request.form.get("token", "").strip()
     next_path = local_next(request.form.get("next"))
     if not token or len(token) > MAX_TOKEN_CHARS or tokens().scope_of(token) is None:
-        # Never echo what was typed: the form comes back empty.
-        return render_template("ui/signin.html", next=next_path, error="That token is not valid here."), 401
+        # Never echo what was typed: the form comes back empty (a 200, so the browser logs no error).
+        return render_template("ui/signin.html", next=next_path, error="That token is not valid here.")
     response = redirect(next_path, code=303)
     response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/")
     return response

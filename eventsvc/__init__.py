@@ -10,7 +10,7 @@ from flask import Flask
 from . import config as settings
 from .emitter import EventEmitter, run_scope
 from .store import EventStore
-from .tokens import load_tokens
+from .tokens import tokens_from_config
 from .types import build_registry
 
 __all__ = ["EventEmitter", "EventStore", "create_app", "run_scope"]
@@ -36,7 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     if app.config["FSYNC"] == "never":
         log.warning("EVENTSVC_FSYNC=never: acknowledged events can be lost if the machine crashes")
-    tokens = load_tokens(app.config["API_TOKENS"], app.config["READ_TOKENS"], app.config["TOKENS_FILE"])
+    tokens = tokens_from_config(app.config)  # ValueError: a token setting that yields no token
 
     from .api import register
     from .ui import init_app as init_console

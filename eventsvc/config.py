@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,9 +93,15 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
 
 
 def is_loopback(address: str) -> bool:
-    """Whether a gunicorn bind address (``host:port``, ``[v6]:port``, ``unix:path``) stays on this machine."""
-    if address.startswith(("unix:", "fd://")):
+    """Whether a gunicorn bind address (``host:port``, ``[v6]:port``, ``unix:path``, ``fd://N``) stays on this machine.
+
+    An inherited socket (``fd://N``) may listen anywhere: it counts as loopback only when the
+    socket itself, asked in this process, is a Unix socket or bound to a loopback address.
+    """
+    if address.startswith("unix:"):
         return True
+    if address.startswith("fd://"):
+        return _inherited_socket_is_loopback(address[len("fd://"):])
     host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
     host = host.strip("[]")
     if host == "localhost":
@@ -105,13 +112,34 @@ def is_loopback(address: str) -> bool:
         return False  # any other host name may resolve anywhere
 
 
-def bind_refusal(config: Mapping[str, Any], addresses: list[str] | None = None) -> str | None:
+def _inherited_socket_is_loopback(number: str) -> bool:
+    if not (number.isascii() and number.isdigit() and len(number) < 10):
+        return False
+    try:
+        inherited = socket.socket(fileno=os.dup(int(number)))
+    except OSError:
+        return False
+    try:
+        if inherited.family == socket.AF_UNIX:
+            return True
+        host = inherited.getsockname()[0]
+    except OSError:
+        return False
+    finally:
+        inherited.detach()
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_refusal(config: Mapping[str, Any], addresses: list[str] | None = None, *, open_api: bool) -> str | None:
     """Why the service must not start: an open API bound beyond loopback (None when it may).
 
-    ``addresses`` are the final bind addresses (gunicorn's, after its command line); by
+    ``open_api`` must come from the parsed token table (a setting can be present and hold no
+    token); ``addresses`` are the final bind addresses (gunicorn's, after its command line); by
     default EVENTSVC_BIND's.
     """
-    open_api = not (config["API_TOKENS"] or config["READ_TOKENS"] or config["TOKENS_FILE"])
     if not open_api or config["ALLOW_ANONYMOUS"]:
         return None
     if addresses is None:

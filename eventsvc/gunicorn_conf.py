@@ -7,6 +7,7 @@ flowing; a worker learns of other workers' appends from SQLite (see eventsvc.sto
 import sys
 
 from eventsvc import config as _config
+from eventsvc.tokens import tokens_from_config
 
 _settings = _config.load()
 
@@ -24,9 +25,18 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 graceful_timeout = 10
 
 
+def _open_api() -> bool:
+    """Whether no token is configured, from the parsed table; a token setting that yields none stops the start."""
+    try:
+        return not tokens_from_config(_settings)
+    except ValueError as exc:
+        print(f"eventsvc: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def on_starting(server):
     """Before binding: refuse an open API beyond loopback, whatever set the address (env, --bind, ...)."""
-    refusal = _config.bind_refusal(_settings, list(server.cfg.bind))
+    refusal = _config.bind_refusal(_settings, list(server.cfg.bind), open_api=_open_api())
     if refusal:
         print(f"eventsvc: {refusal}", file=sys.stderr)
         sys.exit(2)
@@ -34,6 +44,6 @@ def on_starting(server):
 
 def when_ready(server):
     """Once, in the master: say plainly when the API is open to anyone who can reach it."""
-    if not (_settings["API_TOKENS"] or _settings["READ_TOKENS"] or _settings["TOKENS_FILE"]):
+    if _open_api():
         server.log.warning("no EVENTSVC_API_TOKENS, EVENTSVC_READ_TOKENS or EVENTSVC_TOKENS_FILE: "
                            "the API on %s is open to anyone who can reach it", ", ".join(server.cfg.bind))

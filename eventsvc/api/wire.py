@@ -38,7 +38,13 @@ def _read_body(request: Request) -> bytes:
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     try:
         if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
-            return request.get_data(cache=False)
+            body = request.get_data(cache=False)
+            # A server that marks its input terminated (gunicorn) hands over what arrived before
+            # the client went away: a body shorter than announced is a broken upload, not an event.
+            if request.content_length is not None and len(body) != request.content_length:
+                raise BadRequest(f"the request body ended after {len(body)} of the {request.content_length} "
+                                 "bytes its Content-Length announced; nothing was stored")
+            return body
         # Chunked: werkzeug's limited stream stops quietly at the limit, so count ourselves.
         stream = request.environ["wsgi.input"]
         chunks, size = [], 0
@@ -49,7 +55,7 @@ def _read_body(request: Request) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
         raise RequestEntityTooLarge()
-    except HTTPException:
+    except (HTTPException, BadRequest):
         raise
     except Exception as exc:  # noqa: BLE001 - the server's own parser failed on a hostile framing
         raise BadRequest(f"the request body could not be read ({type(exc).__name__})") from None

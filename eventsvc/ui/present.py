@@ -33,7 +33,7 @@ def event_rows(events: list[dict[str, Any]], event_types: EventTypeSet) -> list[
         payload = event.get("payload") or {}
         compact = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         preview = compact if len(compact) <= PREVIEW_CHARS else compact[:PREVIEW_CHARS - 1] + "…"
-        pretty = json.dumps(payload, ensure_ascii=False, indent=2)
+        pretty = json.dumps(payload, ensure_ascii=False, indent=2) if payload else "{}"
         if len(pretty) > PRETTY_CHARS:
             pretty = pretty[:PRETTY_CHARS] + "\n… (cut here: the whole event is at the JSON API)"
         event_type = event["type"]
@@ -55,6 +55,10 @@ def moment(timestamp: str | None) -> datetime | None:
 
 def exact_time(timestamp: str | None) -> str:
     """``2026-12-03 08:40:01.123 UTC``: milliseconds, no more."""
+    if timestamp and len(timestamp) >= 20 and timestamp[10] == "T" and timestamp[-1] == "Z" and timestamp.isascii():
+        # The store keeps one form (UTC, 'Z', fraction without trailing zeros): cut, don't parse.
+        fraction = timestamp[20:-1]
+        return (f"{timestamp[:10]} {timestamp[11:19]}" + (f".{fraction[:3]:0<3}" if fraction else "")) + " UTC"
     when = moment(timestamp)
     if when is None:
         return "—"

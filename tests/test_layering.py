@@ -76,3 +76,16 @@ def test_api_never_reaches_into_segments_or_index(forbidden):
 @pytest.mark.parametrize(("forbidden",), [("flask",), ("eventsvc.api",)])
 def test_cli_never_imports_flask_views(forbidden):
     assert reaches(imports_of(PACKAGE / "cli.py"), forbidden) == []
+
+
+@pytest.mark.parametrize(("forbidden",), [("eventsvc.store.segments",), ("eventsvc.store.index",), ("eventsvc.cli",)])
+def test_console_reads_through_the_store_only(forbidden):
+    files = python_files(PACKAGE / "ui")
+    assert files
+    offenders = {module_name(path): reaches(imports_of(path), forbidden) for path in files}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize(("module",), [("summaries.py",), ("timeline.py",), ("present.py",), ("data.py",)])
+def test_console_logic_is_free_of_flask(module):
+    assert reaches(imports_of(PACKAGE / "ui" / module), "flask") == []

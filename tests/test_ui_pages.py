@@ -211,3 +211,13 @@ def test_timeline_of_events_at_one_instant_spreads_them_by_seq():
     events = [event(seq, name, "r") for seq, name in enumerate(["run_created", "tool_call", "tool_result"], 1)]
     xs = [mark.x for mark in draw(events, href_for=str).marks]
     assert xs == sorted(xs) and len(set(xs)) == 3
+
+
+def test_a_session_with_many_runs_lists_the_first_ones(client, monkeypatch):
+    from eventsvc.ui import views
+
+    monkeypatch.setattr(views, "RUNS_SHOWN", 2)
+    post(client, "s1", [{"type": "run_created", "run_id": f"r{n}"} for n in range(3)])
+    html = client.get("/ui/sessions/s1").get_data(as_text=True)
+    assert 'data-run-id="r1"' in html and 'data-run-id="r2"' not in html
+    assert "The first 2 of 3 runs" in html

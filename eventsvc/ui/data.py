@@ -46,10 +46,10 @@ def get_session(store: EventStore, session_id: str) -> dict[str, Any] | None:
     return _scan_session(store, session_id, last_seq)[0] if last_seq else None
 
 
-def list_session_runs(store: EventStore, session_id: str) -> list[dict[str, Any]]:
-    """The session's run summaries in order of first seq."""
+def list_session_runs(store: EventStore, session_id: str, *, limit: int) -> list[dict[str, Any]]:
+    """The session's first ``limit`` run summaries in order of first seq."""
     last_seq = store.last_seq(session_id) if is_valid_id(session_id) else 0
-    return list(_scan_session(store, session_id, last_seq)[1]) if last_seq else []
+    return list(_scan_session(store, session_id, last_seq)[1][:limit]) if last_seq else []
 
 
 def get_run(store: EventStore, run_id: str) -> dict[str, Any] | None:

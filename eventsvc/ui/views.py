@@ -25,6 +25,7 @@ bp.register_error_handler(HTTPException, html_error)
 bp.register_error_handler(NotFound, html_error)
 SESSIONS_PER_PAGE = 25
 EVENTS_PER_PAGE = 200
+RUNS_SHOWN = 500  # a session page lists its first runs; each run's own page has the rest
 TIMELINE_EVENTS = 10_000  # a run longer than this draws its first events only
 
 
@@ -60,7 +61,8 @@ def session(session_id: str):
                              limit=EVENTS_PER_PAGE)
     rows = event_rows(page.events, event_store.event_types)
     live = page_number == page_count
-    return render_template("ui/session.html", session=summary, runs=data.list_session_runs(event_store, session_id),
+    runs = data.list_session_runs(event_store, session_id, limit=RUNS_SHOWN)
+    return render_template("ui/session.html", session=summary, runs=runs,
                            rows=rows, page_number=page_number, page_count=page_count, live=live,
                            last_seq=rows[-1].seq if rows else 0, **_live_context(rows))
 

@@ -29,6 +29,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SHOTS = ROOT / "test-screenshots"
 WIDTHS = (1280, 390)
 LIVE_MS = 2000
+# A stream's thread notices a browser that went away at its next keepalive: keep them short so
+# stopping a server does not wait on streams of pages already closed.
+QUICK_KEEPALIVE = {"EVENTSVC_SSE_KEEPALIVE": "1"}
 XSS = ["<script>alert(1)</script>", "\"><img src=x onerror=alert(1)>", "javascript:alert(1)"]
 
 
@@ -120,7 +123,7 @@ def seed(url: str) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("console")
-    running = start_server(folder / "data", folder / "gunicorn.log")
+    running = start_server(folder / "data", folder / "gunicorn.log", env=QUICK_KEEPALIVE)
     try:
         seed(running.url)
         yield running
@@ -250,7 +253,7 @@ def test_live_event_appears_and_run_completed_turns_the_badge(site, visit):
 def test_sign_in_with_a_token_and_a_cookie_only_post_is_refused(tmp_path, visit, browser):
     token, reader = "console-secret-token-1234", "reader-token-5678"
     running = start_server(tmp_path / "data", tmp_path / "gunicorn.log",
-                           env={"EVENTSVC_API_TOKENS": token, "EVENTSVC_READ_TOKENS": reader})
+                           env={"EVENTSVC_API_TOKENS": token, "EVENTSVC_READ_TOKENS": reader, **QUICK_KEEPALIVE})
     try:
         append(running.url, "private-1", [{"type": "run_created", "run_id": "run-p"},
                                           {"type": "run_started", "run_id": "run-p"}], token=token)
@@ -285,6 +288,7 @@ def test_sign_in_with_a_token_and_a_cookie_only_post_is_refused(tmp_path, visit,
         assert context.cookies() == []
         page.goto(f"{running.url}/ui/")
         assert page.url.startswith(f"{running.url}/ui/signin")
+        page.close()
     finally:
         running.stop()
     assert token not in running.log() and reader not in running.log()
@@ -292,7 +296,7 @@ def test_sign_in_with_a_token_and_a_cookie_only_post_is_refused(tmp_path, visit,
 
 def test_server_restart_under_an_open_run_page_shows_every_event_once(tmp_path, visit):
     data, log = tmp_path / "data", tmp_path / "gunicorn.log"
-    running = start_server(data, log)
+    running = start_server(data, log, env=QUICK_KEEPALIVE)
     port = int(running.url.rsplit(":", 1)[1])
     try:
         append(running.url, "restart-1", [{"type": "run_created", "run_id": "run-r"},
@@ -302,10 +306,10 @@ def test_server_restart_under_an_open_run_page_shows_every_event_once(tmp_path, 
         page.wait_for_selector("#live-state[data-state=live]", timeout=LIVE_MS * 3)
         append(running.url, "restart-1", [{"type": "tool_call", "run_id": "run-r"}])
         page.wait_for_selector("#ev-3", timeout=LIVE_MS)
-        running.stop(signal.SIGTERM)
+        running.stop(signal.SIGKILL)  # a crash: no goodbye on the open stream
         page.wait_for_selector("#live-state[data-state=reconnecting]", timeout=LIVE_MS * 5)
         seen.shot("run-reconnecting-1280")
-        running = start_server(data, log, port=port)
+        running = start_server(data, log, env=QUICK_KEEPALIVE, port=port)
         append(running.url, "restart-1", [{"type": "tool_result", "run_id": "run-r"},
                                           {"type": "tool_call", "run_id": "run-r"}])
         page.wait_for_selector("#live-state[data-state=live]", timeout=LIVE_MS * 5)

@@ -82,6 +82,16 @@ def visit(browser) -> Iterator:
         context.close()
 
 
+def wait_for(page, selector: str, timeout: float) -> None:
+    """Wait for ``selector``; on a timeout, say what the page showed instead."""
+    try:
+        page.wait_for_selector(selector, timeout=timeout)
+    except sync_api.TimeoutError:
+        state = page.locator("#live-state").text_content() if page.locator("#live-state").count() else None
+        rows = [row.get_attribute("id") for row in page.locator("#event-rows tr").all()]
+        raise AssertionError(f"{selector!r} not within {timeout:.0f} ms; live state {state!r}, rows {rows}") from None
+
+
 def append(server_url: str, session_id: str, events: list[dict], token: str | None = None) -> list[dict]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     response = requests.post(f"{server_url}/api/sessions/{session_id}/events", json=events, headers=headers,
@@ -236,13 +246,13 @@ def test_live_event_appears_and_run_completed_turns_the_badge(site, visit):
                                 {"type": "run_started", "run_id": "run-live-1"}])
     seen = visit(f"{site.url}/ui/runs/run-live-1")
     page = seen.page
-    page.wait_for_selector("#live-state[data-state=live]", timeout=LIVE_MS * 3)
+    wait_for(page, "#live-state[data-state=live]", LIVE_MS * 5)
     assert page.locator("#run-status").inner_text() == "running"
     call = append(site.url, "live-1", [{"type": "tool_call", "run_id": "run-live-1", "payload": {"tool": "grep"}}])
-    page.wait_for_selector(f"#ev-{call[0]['seq']}", timeout=LIVE_MS)
+    wait_for(page, f"#ev-{call[0]['seq']}", LIVE_MS)
     page.wait_for_selector(f"svg rect[data-seq='{call[0]['seq']}']", timeout=LIVE_MS)
     done = append(site.url, "live-1", [{"type": "run_completed", "run_id": "run-live-1"}])
-    page.wait_for_selector(f"#ev-{done[0]['seq']}", timeout=LIVE_MS)
+    wait_for(page, f"#ev-{done[0]['seq']}", LIVE_MS)
     page.wait_for_function("document.getElementById('run-status').textContent === 'completed'", timeout=LIVE_MS)
     page.wait_for_selector("#live-state[data-state=ended]", timeout=LIVE_MS)
     assert page.locator("#event-rows tr").count() == 4
@@ -302,18 +312,18 @@ def test_server_restart_under_an_open_run_page_shows_every_event_once(tmp_path, 
                                           {"type": "run_started", "run_id": "run-r"}])
         seen = visit(f"{running.url}/ui/runs/run-r", quiet_network=True)
         page = seen.page
-        page.wait_for_selector("#live-state[data-state=live]", timeout=LIVE_MS * 3)
+        wait_for(page, "#live-state[data-state=live]", LIVE_MS * 5)
         append(running.url, "restart-1", [{"type": "tool_call", "run_id": "run-r"}])
-        page.wait_for_selector("#ev-3", timeout=LIVE_MS)
+        wait_for(page, "#ev-3", LIVE_MS * 5)
         running.stop(signal.SIGKILL)  # a crash: no goodbye on the open stream
-        page.wait_for_selector("#live-state[data-state=reconnecting]", timeout=LIVE_MS * 5)
+        wait_for(page, "#live-state[data-state=reconnecting]", LIVE_MS * 5)
         seen.shot("run-reconnecting-1280")
         running = start_server(data, log, env=QUICK_KEEPALIVE, port=port)
         append(running.url, "restart-1", [{"type": "tool_result", "run_id": "run-r"},
                                           {"type": "tool_call", "run_id": "run-r"}])
-        page.wait_for_selector("#live-state[data-state=live]", timeout=LIVE_MS * 5)
+        wait_for(page, "#live-state[data-state=live]", LIVE_MS * 5)
         append(running.url, "restart-1", [{"type": "run_completed", "run_id": "run-r"}])
-        page.wait_for_selector("#live-state[data-state=ended]", timeout=LIVE_MS * 3)
+        wait_for(page, "#live-state[data-state=ended]", LIVE_MS * 5)
         shown = [row.get_attribute("id") for row in page.locator("#event-rows tr").all()]
         assert shown == ["ev-1", "ev-2", "ev-3", "ev-4", "ev-5", "ev-6"]
         assert page.locator("#run-status").inner_text() == "completed"

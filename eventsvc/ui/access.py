@@ -10,6 +10,7 @@ from urllib.parse import urlencode, urlsplit
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from ..api.auth import cookie_scope
 from ..tokens import COOKIE_NAME, TokenTable
 from .errorpages import html_error
 
@@ -25,10 +26,7 @@ def tokens() -> TokenTable:
 def signed_in() -> bool:
     """Whether this request may read through the console (always, when no token is configured)."""
     table = tokens()
-    if not table:
-        return True
-    token = request.cookies.get(COOKIE_NAME, "")
-    return bool(token) and table.scope_of(token) is not None
+    return not table or cookie_scope(table) is not None
 
 
 def local_next(value: str | None) -> str:

@@ -22,6 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Wire settings, the store, the blueprints and the error handlers; decides nothing itself."""
     app = Flask(__name__)
     app.config.update(settings.load(config))
+    _configure_logging(app.config["LOG_LEVEL"])
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
     app.json.sort_keys = False
     app.json.ensure_ascii = False
@@ -44,3 +45,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register(app, tokens)
     init_console(app, tokens)
     return app
+
+
+def _configure_logging(level: str) -> None:
+    """The service's own loggers at EVENTSVC_LOG_LEVEL, on stderr beside gunicorn's lines.
+
+    A host program that configured logging itself (a handler on the root logger) keeps its own.
+    """
+    package = logging.getLogger(__name__)
+    package.setLevel(level.upper())
+    if not package.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S %z"))
+        package.addHandler(handler)

@@ -35,6 +35,20 @@ def _flag(value: str) -> bool:
     return flag in ("1", "true", "yes")
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or a positive integer")
+    return number
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().lower()
+    if level not in ("debug", "info", "warning", "error", "critical"):
+        raise ValueError("must be debug, info, warning, error or critical")
+    return level
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -71,9 +85,31 @@ SETTINGS = (
     Setting("WORKERS", 2, _positive_int, "gunicorn worker processes (make run)"),
     Setting("THREADS", 128, _positive_int,
             "threads per gunicorn worker (make run): each open event stream holds one"),
-    Setting("LOG_LEVEL", "info", str, "log level of the service and gunicorn"),
+    Setting("MAX_STREAMS", 0, _count,
+            "open event streams and long-polls per worker (0: THREADS less a reserve of THREADS/8 for short "
+            "requests); beyond it, 503 too_many_streams"),
+    Setting("HEADER_TIMEOUT", 10.0, _positive_float,
+            "seconds a connection may take to send its request headers before it is closed"),
+    Setting("BODY_TIMEOUT", 30.0, _positive_float,
+            "seconds a request body may stall (no byte arriving) before the request fails with 408"),
+    Setting("MAX_CONNECTIONS", 1000, _positive_int, "open connections per worker (make run), idle ones included"),
+    Setting("LOG_LEVEL", "info", _log_level, "log level of the service and gunicorn"),
     Setting("UI", True, _flag, "0: no web console; /ui/ is then 404"),
 )
+
+
+def stream_limit(config: Mapping[str, Any]) -> int:
+    """Open streams and long-polls one worker serves at once: always fewer than its threads.
+
+    The rest of the threads are a reserve only short requests (appends, reads, /healthz) can
+    use, so no number of watchers can starve them. Raises ValueError for a limit that leaves none.
+    """
+    threads = int(config["THREADS"])
+    limit = int(config["MAX_STREAMS"]) or threads - max(1, threads // 8)
+    if limit >= threads:
+        raise ValueError(f"EVENTSVC_MAX_STREAMS={limit} must be below EVENTSVC_THREADS={threads}: "
+                         "short requests need threads of their own")
+    return max(0, limit)
 
 
 def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:

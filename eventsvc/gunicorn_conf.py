@@ -8,16 +8,21 @@ import sys
 
 from eventsvc import config as _config
 from eventsvc.tokens import tokens_from_config
+from eventsvc.worker import BOARD
 
 _settings = _config.load()
 
 bind = [address.strip() for address in str(_settings["BIND"]).split(",") if address.strip()]
 workers = _settings["WORKERS"]
-worker_class = "eventsvc.worker.ThreadFreeWorker"  # gthread that accepts only while a thread is free
+worker_class = "eventsvc.worker.ThreadFreeWorker"  # gthread that reads headers without a thread
 threads = _settings["THREADS"]
-# Above `threads`, the rest are idle keep-alive connections (they hold no thread); at `threads`
-# gunicorn would close every connection after one answer.
-worker_connections = 2 * threads
+# Above `threads`, the rest are idle keep-alive connections and connections still sending their
+# headers (neither holds a thread); at `threads` gunicorn would close every connection after one answer.
+worker_connections = max(_settings["MAX_CONNECTIONS"], threads + 1)
+# gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl): two
+# servers on one machine would share it, and the first to stop would remove it from the other.
+# eventsvc does not use it.
+control_socket_disable = True
 loglevel = _settings["LOG_LEVEL"]
 accesslog = "-"
 # No Authorization header, no body, no query string: only what an operator needs to follow traffic.
@@ -47,3 +52,13 @@ def when_ready(server):
     if _open_api():
         server.log.warning("no EVENTSVC_API_TOKENS, EVENTSVC_READ_TOKENS or EVENTSVC_TOKENS_FILE: "
                            "the API on %s is open to anyone who can reach it", ", ".join(server.cfg.bind))
+
+
+def pre_fork(server, worker):
+    """Give the new worker its byte on the board where workers say whether they have room for a stream."""
+    worker.board_index = BOARD.claim({getattr(w, "board_index", None) for w in server.WORKERS.values()})
+
+
+def child_exit(server, worker):
+    """A worker that exited (or died) has no room for anything: free its byte."""
+    BOARD.release(getattr(worker, "board_index", None))

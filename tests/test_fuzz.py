@@ -73,9 +73,11 @@ STATUS_OF = {
     "seq_conflict": 409,
     "event_id_conflict": 409,
     "run_session_conflict": 409,
+    "request_timeout": 408,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "validation_error": 422,
+    "too_many_streams": 503,
 }
 KEYS = ["type", "timestamp", "session_id", "run_id", "seq", "source", "event_id", "payload"]
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
@@ -449,9 +451,9 @@ def test_any_run_id(harness, segment):
     before = disk_state(harness.data_dir)
     response = client.get(f"/api/runs/{quoted}/events")
     body = check_json_response(response.status_code, response.headers, response.get_data())
-    if response.status_code == 200:
-        assert text in ("r1", "r2"), text
-        assert body["run_id"] == text
+    if response.status_code == 200:  # a run some earlier example appended (r1, r2 or one of its own)
+        assert text is not None and ID_RE.match(text), text
+        assert body["run_id"] == text and body["events"]
         assert all(e["run_id"] == text for e in body["events"])
     assert disk_state(harness.data_dir) == before
 

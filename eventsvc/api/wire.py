@@ -9,17 +9,13 @@ from flask import Request, Response, current_app
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from marshmallow import ValidationError
 
-from ..errors import BadRequest, EventSvcError, ValidationFailed
+from ..errors import BadRequest, RequestTimeout, UnsupportedMediaType, ValidationFailed
 from ..jsoncodec import loads_strict
 from ..schemas import PageQuerySchema, StreamQuerySchema, load_page_query
 from ..store import Page
 
 _page_query = PageQuerySchema()
 _stream_query = StreamQuerySchema()
-
-
-class UnsupportedMediaType(EventSvcError):
-    code = "unsupported_media_type"
 
 
 def json_body(request: Request) -> Any:
@@ -55,7 +51,12 @@ def _read_body(request: Request) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
         raise RequestEntityTooLarge()
-    except (HTTPException, BadRequest):
+    except (HTTPException, BadRequest, BlockingIOError, TimeoutError) as exc:
+        # The worker's receive timeout (EAGAIN), as raised or as werkzeug's ClientDisconnected.
+        if isinstance(exc, (BlockingIOError, TimeoutError)) or isinstance(
+                exc.__cause__ or exc.__context__, (BlockingIOError, TimeoutError)):
+            raise RequestTimeout("the request body stalled for longer than EVENTSVC_BODY_TIMEOUT; "
+                                 "nothing was stored") from None
         raise
     except Exception as exc:  # noqa: BLE001 - the server's own parser failed on a hostile framing
         raise BadRequest(f"the request body could not be read ({type(exc).__name__})") from None

@@ -5,6 +5,7 @@ Each view reads through ``data`` and renders a template; Jinja escapes every val
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,7 +19,7 @@ from .access import sign_in_redirect, signed_in, tokens
 from .errorpages import html_error
 from .present import EventRow, duration, event_rows, exact_time, relative_time
 from .summaries import TERMINAL_STATUSES
-from .timeline import draw
+from .timeline import Timeline, draw
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static")
 bp.register_error_handler(HTTPException, html_error)
@@ -39,7 +40,7 @@ def require_sign_in() -> Response | None:
 @bp.context_processor
 def page_context() -> dict[str, Any]:
     return {"show_sign_out": bool(tokens()), "exact_time": exact_time, "relative_time": relative_time,
-            "now": datetime.now(timezone.utc)}
+            "duration": duration, "now": datetime.now(timezone.utc)}
 
 
 @bp.get("/ui/")
@@ -81,7 +82,7 @@ def run(run_id: str):
     return render_template("ui/run.html", run=summary, rows=rows, since_seq=since_seq, has_more=page.has_more,
                            live=live, last_seq=rows[-1].seq if rows else since_seq,
                            timeline=_timeline(run_id, lambda seq: seq in shown or (live and seq > since_seq)),
-                           duration=duration, **_live_context(rows))
+                           **_live_context(rows))
 
 
 @bp.get("/ui/runs/<run_id>/live")
@@ -91,7 +92,7 @@ def run_live(run_id: str):
     if summary is None:
         abort(404, f"No run {run_id!r} is stored here.")
     since_seq = _number_arg("since_seq", default=0, highest=summary["last_seq"] or 0, lowest=0)
-    return render_template("ui/_run_live.html", run=summary, duration=duration,
+    return render_template("ui/_run_live.html", run=summary,
                            timeline=_timeline(run_id, lambda seq: seq > since_seq))
 
 
@@ -100,7 +101,7 @@ def unknown_page(unknown: str):
     abort(404, "There is no such page in the console.")
 
 
-def _timeline(run_id: str, on_page) -> Any:
+def _timeline(run_id: str, on_page: Callable[[int], bool]) -> Timeline:
     def href_for(seq: int) -> str:
         if on_page(seq):
             return f"#ev-{seq}"

@@ -221,3 +221,23 @@ def test_a_session_with_many_runs_lists_the_first_ones(client, monkeypatch):
     html = client.get("/ui/sessions/s1").get_data(as_text=True)
     assert 'data-run-id="r1"' in html and 'data-run-id="r2"' not in html
     assert "The first 2 of 3 runs" in html
+
+
+lifecycle_or_marks = st.sampled_from(["run_created", "run_started", "run_waiting_input", "run_resumed", "run_completed",
+                                      "run_failed", "tool_call", "tool_result", "tool_policy_blocked",
+                                      "tool_policy_warn", "verify_start", "verify_pass", "verify_fail", "state_update"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(lifecycle_or_marks, st.integers(0, 10**6)), max_size=40))
+def test_timeline_stays_inside_its_picture_whatever_the_times(steps):
+    """Any order of types and times (clocks can go backwards): every shape lies inside the SVG."""
+    events = [event(seq, name, "r", f"2026-01-01T00:{offset // 60000 % 60:02d}:{offset // 1000 % 60:02d}."
+                                    f"{offset % 1000:03d}Z") for seq, (name, offset) in enumerate(steps, 1)]
+    timeline = draw(events, href_for=lambda seq: f"#ev-{seq}")
+    for band in timeline.bands:
+        assert 0 <= band.x and band.width > 0 and band.x + band.width <= timeline.width + 2
+    for mark in timeline.marks:
+        assert 0 <= mark.x <= timeline.width - mark.width and 0 <= mark.y <= timeline.height - mark.height
+        assert mark.href == f"#ev-{mark.seq}" and mark.title.startswith(f"seq {mark.seq} · {mark.type}")
+    assert {mark.type for mark in timeline.marks} <= {name for name, _ in steps}

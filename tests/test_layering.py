@@ -86,6 +86,6 @@ def test_console_reads_through_the_store_only(forbidden):
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
-@pytest.mark.parametrize(("module",), [("summaries.py",), ("timeline.py",), ("present.py",), ("data.py",)])
+@pytest.mark.parametrize(("module",), [("timeline.py",), ("present.py",), ("data.py",)])
 def test_console_logic_is_free_of_flask(module):
     assert reaches(imports_of(PACKAGE / "ui" / module), "flask") == []

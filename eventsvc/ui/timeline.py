@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .present import duration, exact_time, moment
-from .summaries import STATUS_BY_LIFECYCLE_TYPE, TERMINAL_STATUSES
+from ..lifecycle import STATUS_BY_TYPE, TERMINAL_STATUSES
 
 WIDTH, HEIGHT = 1000, 104
 LEFT, RIGHT = 8, 992
@@ -72,7 +72,7 @@ def draw(events: list[dict[str, Any]], *, href_for: Callable[[int], str]) -> Tim
     ended = False
     for event, x in zip(events, xs):
         event_type, timestamp = event["type"], event["timestamp"]
-        status = STATUS_BY_LIFECYCLE_TYPE.get(event_type)
+        status = STATUS_BY_TYPE.get(event_type)
         if status is not None and not ended:
             if phase is not None:
                 bands.append(_band(phase, x, timestamp))

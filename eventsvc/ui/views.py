@@ -14,11 +14,11 @@ from werkzeug.exceptions import HTTPException
 
 from ..api import store
 from ..errors import NotFound
+from ..lifecycle import TERMINAL_STATUSES
 from . import data
 from .access import sign_in_redirect, signed_in, tokens
 from .errorpages import html_error
 from .present import EventRow, duration, event_rows, exact_time, relative_time
-from .summaries import TERMINAL_STATUSES
 from .timeline import Timeline, draw
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static")

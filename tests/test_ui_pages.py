@@ -79,7 +79,7 @@ def test_ui_off_means_404(data_dir: Path):
 
 @pytest.mark.parametrize(("url",), [("/ui/sessions/nobody",), ("/ui/runs/nothing",), ("/ui/sessions/bad%20id",),
                                     ("/ui/runs/r1?since_seq=abc",), ("/ui/sessions/s1?page=0",),
-                                    ("/ui/sessions/s1?page=2",), ("/ui/no/such/page",)])
+                                    ("/ui/sessions/s1?page=2",), ("/ui/no/such/page",), ("/ui/?cursor=garbage",)])
 def test_unknown_things_are_readable_html_404_pages(client, url):
     post(client, "s1", lifecycle("r1", "run_created"))
     response = client.get(url)

@@ -58,8 +58,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     tokens = tokens_from_config(app.config)  # ValueError: a token setting that yields no token
 
     from .api import register
+    from .ui import init_app as init_console
 
     register(app, tokens)
+    init_console(app, tokens)
     return app
 
 

@@ -94,6 +94,7 @@ SETTINGS = (
             "seconds a request body may stall (no byte arriving) before the request fails with 408"),
     Setting("MAX_CONNECTIONS", 1000, _positive_int, "open connections per worker (make run), idle ones included"),
     Setting("LOG_LEVEL", "info", _log_level, "log level of the service and gunicorn"),
+    Setting("UI", True, _flag, "0: no web console; /ui/ is then 404"),
 )
 
 

@@ -112,3 +112,16 @@ def test_importing_the_client_loads_no_server_module():
               "{'flask', 'werkzeug', 'gunicorn', 'peewee', 'marshmallow'}))")
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("forbidden",), [("eventsvc.store.segments",), ("eventsvc.store.index",), ("eventsvc.cli",)])
+def test_console_reads_through_the_store_only(forbidden):
+    files = python_files(PACKAGE / "ui")
+    assert files
+    offenders = {module_name(path): reaches(imports_of(path), forbidden) for path in files}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize(("module",), [("timeline.py",), ("present.py",), ("data.py",)])
+def test_console_logic_is_free_of_flask(module):
+    assert reaches(imports_of(PACKAGE / "ui" / module), "flask") == []

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from ..errors import StorageError
 from ..schemas import ENVELOPE_KEYS, is_valid_id
-from . import seals, segments, untrusted
-from .index import Index, SessionState
+from . import segments, untrusted
+from .index import INDEX_FILE, Index, SessionState
+from .locks import LOCKS_DIR
 
 log = logging.getLogger(__name__)
 _FLUSH_ROWS = 20_000
@@ -60,16 +61,43 @@ def is_consistent(state: SessionState | None, session_dir: str | Path) -> bool:
 
 
 def check_session_files(session_dir: Path) -> None:
-    """Raise Unindexable when the session folder, or an entry named as a segment or seal in it, is a
-    link or special file: recovery never follows, opens, cuts or deletes one (the log may have come
-    from elsewhere)."""
+    """Raise UnsafeFiles when the session folder, or any entry in it, is a link or special file (the
+    store keeps only regular files there): recovery never follows, opens, cuts or deletes one (the
+    log may have come from elsewhere)."""
     try:
         untrusted.check_directory(session_dir)
         for name in os.listdir(session_dir):
-            if segments.parse_base(name) is not None or name.endswith(seals.SEAL_SUFFIX):
-                untrusted.check_regular(session_dir / name)
+            untrusted.check_regular(session_dir / name)
     except untrusted.NotRegular as exc:
         raise UnsafeFiles(f"{exc.filename}: {exc.strerror}") from None
+
+
+def check_data_folder(data_dir: Path) -> None:
+    """Raise UnsafeFiles naming a link or special file where the store keeps its own files or
+    folders (segments/, session folders and their files, the index and its companions, lock files).
+
+    The tools that write (reindex, seal) call it first and refuse such a folder as a whole.
+    """
+    try:
+        untrusted.check_directory(data_dir / segments.SEGMENTS_DIR)
+        for name in (INDEX_FILE, INDEX_FILE + ".new"):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                untrusted.check_regular(data_dir / (name + suffix))
+        locks = data_dir / LOCKS_DIR
+        if untrusted.lkind(locks) == "a directory":
+            for name in os.listdir(locks):
+                untrusted.check_regular(locks / name)
+        else:
+            untrusted.check_regular(locks)
+        root = data_dir / segments.SEGMENTS_DIR
+        for entry in os.scandir(root):
+            if entry.is_symlink():
+                raise untrusted.NotRegular(entry.path, "a symbolic link", "a session folder")
+    except untrusted.NotRegular as exc:
+        raise UnsafeFiles(f"{exc.filename}: {exc.strerror}") from None
+    for entry in os.scandir(root):
+        if entry.is_dir(follow_symlinks=False):
+            check_session_files(Path(entry.path))
 
 
 def catch_up(index: Index, session_dir: Path, session_id: str, *, max_line: int = untrusted.DEFAULT_MAX_LINE,

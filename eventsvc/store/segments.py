@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import untrusted
@@ -171,14 +171,16 @@ def read_lines(path: str | Path, offsets: list[int], lengths: list[int]) -> list
 
 
 def scan(path: Path, start: int = 0, *, max_line: int = untrusted.DEFAULT_MAX_LINE,
-         ) -> Iterator[tuple[int, bytes | None, bool]]:
+         on_chunk: Callable[[bytes], None] | None = None) -> Iterator[tuple[int, bytes | None, bool]]:
     """Stream ``(offset, line, complete)`` from ``start``; only a last line can be incomplete.
 
-    ``line`` is None for a line longer than ``max_line`` (read past in chunks, never held).
-    Raises untrusted.NotRegular when ``path`` is a link or special file.
+    ``line`` is None for a line longer than ``max_line`` (read past in chunks, never held);
+    ``on_chunk`` sees each chunk read (for progress). Raises untrusted.NotRegular when ``path``
+    is a link or special file.
     """
     with untrusted.open_binary(path) as file:
-        for offset, line, _, complete in untrusted.bounded_lines(file, max_line=max_line, start=start):
+        for offset, line, _, complete in untrusted.bounded_lines(file, max_line=max_line, start=start,
+                                                                 on_chunk=on_chunk):
             yield offset, line, complete
 
 

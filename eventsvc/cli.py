@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -114,6 +115,8 @@ class OneLineGroup(click.Group):
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operate on an eventsvc data folder: audit, reindex, export, stats, seal, serve."""
+    # The store logs for servers; a command says what went wrong itself, in one line.
+    logging.getLogger("eventsvc").addHandler(logging.NullHandler())
 
 
 @main.command()

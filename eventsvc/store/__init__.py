@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+RECOVERY_MIN_LINE_BYTES = 8 * 1024 * 1024
 
 
 def _translated(method: Callable[..., T]) -> Callable[..., T]:
@@ -94,9 +95,10 @@ class EventStore:
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self.max_event_bytes = max_event_bytes
-        # The longest line recovery holds: generous, since a lower limit set later must not make
-        # lines stored under a higher one unreadable, but bounded whatever a received log holds.
-        self._max_line = max(max_event_bytes, DEFAULT_SEGMENT_BYTES)
+        # The longest line recovery holds: with room above the limit, since a lower limit set later
+        # must not make lines stored under a higher one unreadable, but bounded whatever a received
+        # log holds (a longer line stops the repair: the session needs an operator).
+        self._max_line = max(max_event_bytes, RECOVERY_MIN_LINE_BYTES)
         self.event_types = event_types
         self.io = io or segments.SegmentIO()
         self._schema = EventInputSchema(event_types=event_types)

@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from eventsvc import EventStore
@@ -35,11 +35,11 @@ def run_events(run_id: str) -> list[dict]:
             {"type": "assistant_message", "payload": {"text": "you are welcome"}}]
 
 
-def build_store(data_dir: Path) -> None:
-    """Two sessions of 9 events each, 400-byte segments (so rolled and sealed ones), and an index."""
+def build_store(data_dir: Path, session_ids: tuple[str, ...] = (GOOD, HIT)) -> None:
+    """Sessions of 9 events each, 400-byte segments (so rolled and sealed ones), and an index."""
     store = EventStore(data_dir, segment_bytes=400, fsync=False)
     try:
-        for session_id in (GOOD, HIT):
+        for session_id in session_ids:
             for event in run_events(f"{session_id}-run"):
                 store.append(session_id, event)
     finally:
@@ -86,40 +86,42 @@ def sql(index: Path, *statements: str) -> None:
 class Case:
     """One kind of damage and what each tool must answer: its exit code(s) and audit's finding code."""
 
-    damage: Callable[[Path, Path], None]  # (data folder, sentinel folder outside it)
+    damage: Callable[..., None]  # (data folder, sentinel folder outside it, session to damage)
     audit_code: str
     exits: dict[str, tuple[int, ...]]
     export_args: tuple[str, ...] = ()
-    served: bool = True  # whether the server can still read HIT (False: 503 for it)
+    # Whether a server still reads what it indexed of the session; False: 503, as for any session
+    # folder holding a link or special file once the server looks at it (here: its index rebuilt).
+    served: bool = True
     heavy: bool = False  # writes a long line: run with fewer copies
-    notes: list[str] = field(default_factory=list)
+    whole_folder: bool = False  # damages the folder's own files (index, locks), not one session
 
 
 READ_ONLY_OK = {"stats": (0,), "export": (0,)}
 WRITERS_REFUSE = {"reindex": (2,), "seal": (2,)}
 
 
-def _session_link(data: Path, outside: Path) -> None:
+def _session_link(data: Path, outside: Path, session: str = HIT) -> None:
     elsewhere = outside / "session"
-    shutil.copytree(data / "segments" / HIT, elsewhere)
+    shutil.copytree(data / "segments" / session, elsewhere)
     with open(elsewhere / segments.segment_name(segments.list_bases(elsewhere)[-1]), "ab") as file:
         file.write(b'{"partial')  # reindex used to cut this off out there, and write a .torn- file beside it
-    shutil.rmtree(data / "segments" / HIT)
-    (data / "segments" / HIT).symlink_to(elsewhere)
+    shutil.rmtree(data / "segments" / session)
+    (data / "segments" / session).symlink_to(elsewhere)
 
 
-def _seal_tmp_link(data: Path, outside: Path) -> None:
+def _seal_tmp_link(data: Path, outside: Path, session: str = HIT) -> None:
     (outside / "victim.txt").write_text("must stay as it is\n")
-    base = segments.list_bases(data / "segments" / HIT)[-1]
-    (data / "segments" / HIT / f"{base:020d}.seal.json.tmp").symlink_to(outside / "victim.txt")
+    base = segments.list_bases(data / "segments" / session)[-1]
+    (data / "segments" / session / f"{base:020d}.seal.json.tmp").symlink_to(outside / "victim.txt")
 
 
-def _index_link(data: Path, outside: Path) -> None:
+def _index_link(data: Path, outside: Path, session: str = HIT) -> None:
     build_store(outside / "other-store")
     replace_with_link(data / "index.sqlite3", outside / "other-store" / "index.sqlite3")
 
 
-def _dangling_lock(data: Path, outside: Path) -> None:
+def _dangling_lock(data: Path, outside: Path, session: str = HIT) -> None:
     lock = data / "locks" / "store.lock"
     if os.path.lexists(lock):
         lock.unlink()
@@ -127,79 +129,79 @@ def _dangling_lock(data: Path, outside: Path) -> None:
     lock.symlink_to(outside / "created-by-a-tool")
 
 
-def _segment_link(data: Path, outside: Path) -> None:
-    shutil.copy(first_segment(data), outside / "segment.jsonl")
-    replace_with_link(first_segment(data), outside / "segment.jsonl")
+def _segment_link(data: Path, outside: Path, session: str = HIT) -> None:
+    shutil.copy(first_segment(data, session), outside / "segment.jsonl")
+    replace_with_link(first_segment(data, session), outside / "segment.jsonl")
 
 
-def _fifo_segment(data: Path, outside: Path) -> None:
-    path = first_segment(data)
+def _fifo_segment(data: Path, outside: Path, session: str = HIT) -> None:
+    path = first_segment(data, session)
     path.unlink()
     os.mkfifo(path)
 
 
-def _socket_segment(data: Path, outside: Path) -> None:
-    path = last_segment(data)
+def _socket_segment(data: Path, outside: Path, session: str = HIT) -> None:
+    path = last_segment(data, session)
     path.unlink()
     make_socket(path)
 
 
-def _dev_zero_segment(data: Path, outside: Path) -> None:
-    replace_with_link(last_segment(data), "/dev/zero")
+def _dev_zero_segment(data: Path, outside: Path, session: str = HIT) -> None:
+    replace_with_link(last_segment(data, session), "/dev/zero")
 
 
-def _dev_zero_seal(data: Path, outside: Path) -> None:
-    base = segments.list_bases(data / "segments" / HIT)[0]
-    replace_with_link(data / "segments" / HIT / f"{base:020d}.seal.json", "/dev/zero")
+def _dev_zero_seal(data: Path, outside: Path, session: str = HIT) -> None:
+    base = segments.list_bases(data / "segments" / session)[0]
+    replace_with_link(data / "segments" / session / f"{base:020d}.seal.json", "/dev/zero")
 
 
-def _directory_segment(data: Path, outside: Path) -> None:
-    path = last_segment(data)
+def _directory_segment(data: Path, outside: Path, session: str = HIT) -> None:
+    path = last_segment(data, session)
     path.unlink()
     path.mkdir()
 
 
-def _deep_line(data: Path, outside: Path) -> None:
-    with open(last_segment(data), "ab") as file:
+def _deep_line(data: Path, outside: Path, session: str = HIT) -> None:
+    with open(last_segment(data, session), "ab") as file:
         file.write(b"[" * 100_000 + b"]" * 100_000 + b"\n")
 
 
-def _deep_seal(data: Path, outside: Path) -> None:
-    base = segments.list_bases(data / "segments" / HIT)[0]
-    (data / "segments" / HIT / f"{base:020d}.seal.json").write_bytes(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+def _deep_seal(data: Path, outside: Path, session: str = HIT) -> None:
+    base = segments.list_bases(data / "segments" / session)[0]
+    (data / "segments" / session / f"{base:020d}.seal.json").write_bytes(b"[" * 100_000 + b"]" * 100_000 + b"\n")
 
 
-def _superscript_name(data: Path, outside: Path) -> None:
-    shutil.copy(first_segment(data), data / "segments" / HIT / ("0" * 19 + "\u00b2.jsonl"))
+def _superscript_name(data: Path, outside: Path, session: str = HIT) -> None:
+    shutil.copy(first_segment(data, session), data / "segments" / session / ("0" * 19 + "\u00b2.jsonl"))
 
 
-def _arabic_indic_name(data: Path, outside: Path) -> None:
+def _arabic_indic_name(data: Path, outside: Path, session: str = HIT) -> None:
     name = "\u0660" * 19 + "\u0661.jsonl"  # "00000000000000000001" in Arabic-Indic digits
-    shutil.copy(first_segment(data), data / "segments" / HIT / name)
+    shutil.copy(first_segment(data, session), data / "segments" / session / name)
 
 
-def _overflow_name(data: Path, outside: Path) -> None:
-    (data / "segments" / HIT / ("9" * 20 + ".jsonl")).write_bytes(first_segment(data).read_bytes())
+def _overflow_name(data: Path, outside: Path, session: str = HIT) -> None:
+    (data / "segments" / session / ("9" * 20 + ".jsonl")).write_bytes(first_segment(data, session).read_bytes())
 
 
-def _not_utf8_name(data: Path, outside: Path) -> None:
-    folder = os.fsencode(data / "segments" / HIT)
+def _not_utf8_name(data: Path, outside: Path, session: str = HIT) -> None:
+    folder = os.fsencode(data / "segments" / session)
     with open(folder + b"/\xff\xfe.jsonl", "wb") as file:
         file.write(b"garbage\n")
     with open(folder + b"/\xff", "wb") as file:
         file.write(b"x")
 
 
-def _forged_output_name(data: Path, outside: Path) -> None:
+def _forged_output_name(data: Path, outside: Path, session: str = HIT) -> None:
     name = "x\n\naudited 2 sessions, 3 segments, 18 events, 2 runs: 0 errors, 0 warnings, 0 information\n.jsonl"
-    (data / "segments" / HIT / name).write_bytes(b"")
+    (data / "segments" / session / name).write_bytes(b"")
 
 
-def _line_with(field_name: str, value: object) -> Callable[[Path, Path], None]:
+def _line_with(field_name: str, value: object) -> Callable[..., None]:
     import json
 
-    def damage(data: Path, outside: Path) -> None:
-        path = last_segment(data)
+    def damage(data: Path, outside: Path, session: str = HIT) -> None:
+        path = last_segment(data, session)
         lines = path.read_bytes().splitlines(keepends=True)
         envelope = json.loads(lines[-1])
         envelope[field_name] = value
@@ -208,12 +210,12 @@ def _line_with(field_name: str, value: object) -> Callable[[Path, Path], None]:
     return damage
 
 
-def _trigger_in_index(data: Path, outside: Path) -> None:
+def _trigger_in_index(data: Path, outside: Path, session: str = HIT) -> None:
     sql(data / "index.sqlite3", "CREATE TRIGGER wipe AFTER INSERT ON event BEGIN DELETE FROM event; END")
 
 
-def _recursive_view(name: str) -> Callable[[Path, Path], None]:
-    def damage(data: Path, outside: Path) -> None:
+def _recursive_view(name: str) -> Callable[..., None]:
+    def damage(data: Path, outside: Path, session: str = HIT) -> None:
         sql(data / "index.sqlite3", f"DROP TABLE {name}",
             f"CREATE VIEW {name} AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
             "SELECT i AS session_id, i AS seq, i AS last_seq, i AS segment, i AS end_offset FROM n")
@@ -221,8 +223,8 @@ def _recursive_view(name: str) -> Callable[[Path, Path], None]:
     return damage
 
 
-def _long_line(data: Path, outside: Path) -> None:
-    with open(last_segment(data), "ab") as file:
+def _long_line(data: Path, outside: Path, session: str = HIT) -> None:
+    with open(last_segment(data, session), "ab") as file:
         block = b"x" * (1 << 20)
         file.write(b'{"payload":"')
         for _ in range(LONG_LINE_BYTES >> 20):
@@ -230,17 +232,19 @@ def _long_line(data: Path, outside: Path) -> None:
         file.write(b'"}\n')
 
 
-def _stray_entries(data: Path, outside: Path) -> None:
-    (data / "segments" / HIT / "notes.txt").write_text("not part of the log\n")
+def _stray_entries(data: Path, outside: Path, session: str = HIT) -> None:
+    (data / "segments" / session / "notes.txt").write_text("not part of the log\n")
     (data / "segments" / "a file").write_text("not a session\n")
 
 
 CASES: dict[str, Case] = {
     "session folder is a link": Case(_session_link, "UNEXPECTED_ENTRY",
                                      {"stats": (1,), "export": (2,), **WRITERS_REFUSE}, served=False),
-    "seal temp file is a link": Case(_seal_tmp_link, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, **WRITERS_REFUSE}),
-    "index is a link": Case(_index_link, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, **WRITERS_REFUSE}),
-    "dangling lock link": Case(_dangling_lock, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, **WRITERS_REFUSE}),
+    "seal temp file is a link": Case(_seal_tmp_link, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, **WRITERS_REFUSE},
+                                     served=False),
+    "index is a link": Case(_index_link, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, **WRITERS_REFUSE}, whole_folder=True),
+    "dangling lock link": Case(_dangling_lock, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, **WRITERS_REFUSE},
+                               whole_folder=True),
     "segment links outside": Case(_segment_link, "UNEXPECTED_ENTRY",
                                   {"stats": (1,), "export": (2,), **WRITERS_REFUSE}, served=False),
     "segment is a FIFO": Case(_fifo_segment, "UNEXPECTED_ENTRY",
@@ -251,7 +255,8 @@ CASES: dict[str, Case] = {
                                        {"stats": (1,), "export": (2,), **WRITERS_REFUSE}, served=False),
     "segment is a folder": Case(_directory_segment, "UNEXPECTED_ENTRY",
                                 {"stats": (1,), "export": (2,), **WRITERS_REFUSE}, served=False),
-    "seal links to /dev/zero": Case(_dev_zero_seal, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, **WRITERS_REFUSE}),
+    "seal links to /dev/zero": Case(_dev_zero_seal, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, **WRITERS_REFUSE},
+                                    served=False),
     "deeply nested line": Case(_deep_line, "INVALID_JSON",
                                {"stats": (0,), "export": (2,), "reindex": (1,), "seal": (2,)}),
     "deeply nested seal": Case(_deep_seal, "SEAL_MISMATCH", {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)}),
@@ -270,11 +275,12 @@ CASES: dict[str, Case] = {
     "session_id is a number": Case(_line_with("session_id", 7), "INVALID_ENVELOPE",
                                    {"stats": (0,), "export": (2,), "reindex": (1,), "seal": (2,)},
                                    export_args=("--format", "cloudevents")),
-    "trigger in the index": Case(_trigger_in_index, "INDEX_UNUSABLE", {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)}),
+    "trigger in the index": Case(_trigger_in_index, "INDEX_UNUSABLE", {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)},
+                                 whole_folder=True),
     "recursive view named event": Case(_recursive_view("event"), "INDEX_UNUSABLE",
-                                       {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)}),
+                                       {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)}, whole_folder=True),
     "recursive view named session": Case(_recursive_view("session"), "INDEX_UNUSABLE",
-                                         {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)}),
+                                         {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)}, whole_folder=True),
     "48 MiB line": Case(_long_line, "LINE_TOO_LONG", {"stats": (0,), "export": (2,), "reindex": (1,), "seal": (2,)},
                         heavy=True),
     "stray entries": Case(_stray_entries, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)}),

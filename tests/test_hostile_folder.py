@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from eventsvc import EventStore
 from hostile import CASES, GOOD, HIT, build_store, checksums
@@ -159,3 +160,28 @@ def test_a_clean_folder_is_clean_and_counts_no_unexpected_entries(pristine: Path
     assert ran.returncode == 0, report
     assert report["summary"]["unexpected_entries"] == 0
     assert report["summary"]["errors"] == 0
+
+
+def test_a_server_boots_on_the_corpus_and_answers_503_only_for_what_it_cannot_read(tmp_path: Path, serve) -> None:
+    """Every session-level case in one folder, each in its own session, plus a trigger in the index:
+    the server boots, answers for the healthy session, and 503 for a session whose files it refuses."""
+    session_cases = {f"case-{number:02d}": name for number, name in enumerate(CASES)
+                     if not CASES[name].whole_folder and not CASES[name].heavy}
+    data = tmp_path / "data"
+    build_store(data, (GOOD, *session_cases))
+    for session_id, name in session_cases.items():
+        outside = tmp_path / "outside" / session_id
+        outside.mkdir(parents=True)
+        CASES[name].damage(data, outside, session_id)
+    CASES["trigger in the index"].damage(data, tmp_path)
+    before = checksums(tmp_path / "outside")
+    server = serve(data)
+    assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+    good = requests.get(f"{server.url}/api/sessions/{GOOD}/events", params={"limit": 100}, timeout=10)
+    assert good.status_code == 200 and [e["seq"] for e in good.json()["events"]] == list(range(1, 10))
+    for session_id, name in session_cases.items():
+        answer = requests.get(f"{server.url}/api/sessions/{session_id}/events", timeout=10)
+        assert answer.status_code == (200 if CASES[name].served else 503), (name, answer.text)
+    appended = requests.post(f"{server.url}/api/sessions/{GOOD}/events", json={"type": "user_message"}, timeout=10)
+    assert appended.status_code == 201 and appended.json()["seq"] == 10
+    assert checksums(tmp_path / "outside") == before

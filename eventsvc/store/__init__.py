@@ -378,8 +378,9 @@ class EventStore:
         reads.check_page_bounds(since_seq, limit)
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit + 1)
         if not locations and self._index.session_state(session_id) is None:
-            if session_id in self.damaged:
-                raise StorageError(f"session {session_id!r} cannot be read", {"reason": self.damaged[session_id]})
+            reason = self.unreadable.get(session_id) or self.damaged.get(session_id)
+            if reason:  # a session the log holds but this store cannot read: unavailable, not absent
+                raise StorageError(f"session {session_id!r} cannot be read", {"reason": reason})
             raise SessionNotFound(f"session {session_id!r} not found")
         has_more = len(locations) > limit
         locations = locations[:limit]

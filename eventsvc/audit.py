@@ -196,6 +196,11 @@ class _SessionAudit:
         self.unreadable = 0  # lines since the last usable seq that had none
         self.seals = SealCheck(unit.session_dir, unit.bases, unit.seal_bases, unit.torn, self.emit)
         self.end: tuple[int, int] = (0, 0)  # (last base, bytes of complete lines in it)
+        # segment name -> {offset: torn file}: recovery cuts only where a line starts (or at the end)
+        self.torn_claims: dict[str, dict[int, str]] = {}
+        for name in unit.torn if unit.whole else ():
+            segment, _, rest = name.partition(segments.TORN_SUFFIX)
+            self.torn_claims.setdefault(segment, {})[int(rest.partition(".")[0])] = name
 
     def run(self) -> None:
         auditor, unit = self.auditor, self.unit
@@ -211,6 +216,10 @@ class _SessionAudit:
             auditor.summary.segments += 1
             if auditor.on_segment is not None:
                 auditor.on_segment(path)
+        for claims in self.torn_claims.values():
+            for offset, name in sorted(claims.items()):
+                self.emit(str(unit.session_dir / name), 0, "UNEXPECTED_ENTRY", f"a torn line kept aside at byte "
+                          f"{offset} of a segment where no line starts there: not a file recovery wrote")
         self.seqs.finish(self.expected, self.emit)
         if self.lifecycle is not None:
             self.lifecycle.finish()
@@ -251,6 +260,7 @@ class _SessionAudit:
         sealed_end = prefix.length if prefix is not None else -1
         line_no = offset = 0
         torn = -1  # the length of an incomplete last line
+        claims = self.torn_claims.get(path.name)
         with file:
             for line_offset, raw, length, complete in untrusted.bounded_lines(file, max_line=max_line,
                                                                                on_chunk=on_chunk):
@@ -259,6 +269,8 @@ class _SessionAudit:
                     break
                 line_no += 1
                 offset = line_offset + length + 1
+                if claims and line_offset in claims:
+                    del claims[line_offset]
                 if prefix is not None and (line_offset == 0 or offset == sealed_end):
                     prefix.line(line_offset, raw, length)
                 if raw is None:
@@ -314,6 +326,8 @@ class _SessionAudit:
                         lifecycle.step(run_id, type_, seq, name, line_no)
                 if index is not None and seq is not None:
                     index.line(name, line_no, seq, base, line_offset, len(raw) + 1, obj)
+        if claims:
+            claims.pop(offset, None)  # cut at the end, and nothing appended since
         self.expected, self.unreadable = expected, unreadable
         auditor.summary.events += line_no
         auditor.summary.bytes += offset + max(torn, 0)

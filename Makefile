@@ -28,4 +28,4 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest --timeout=0 tests/test_fuzz.py

@@ -88,6 +88,7 @@ def main() -> int:
 
     import bench_append
     import bench_http
+    import bench_json
     import bench_memory
     import bench_query
     import bench_recovery
@@ -105,6 +106,7 @@ def main() -> int:
     rows += guarded("figure 5: query scale and cold cache", bench_query.main)
     rows += guarded("figure 6: recovery", bench_recovery.main)
     rows += guarded("figure 7: audit CLI memory", lambda: [bench_memory.audit_row()])
+    rows += guarded("strict JSON reads (issue 11, item 9)", bench_json.main)
     rows.sort(key=lambda row: row.figure.split()[0])
     ours_seconds = time.monotonic() - started
     others = other_scripts()

@@ -10,7 +10,7 @@ from flask import Flask
 from . import config as settings
 from .emitter import EventEmitter, run_scope
 from .store import EventStore
-from .tokens import load_tokens
+from .tokens import tokens_from_config
 from .types import build_registry
 
 __all__ = ["EventEmitter", "EventStore", "create_app", "run_scope"]
@@ -22,6 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Wire settings, the store, the blueprints and the error handlers; decides nothing itself."""
     app = Flask(__name__)
     app.config.update(settings.load(config))
+    _configure_logging(app.config["LOG_LEVEL"])
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
     app.json.sort_keys = False
     app.json.ensure_ascii = False
@@ -36,9 +37,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     if app.config["FSYNC"] == "never":
         log.warning("EVENTSVC_FSYNC=never: acknowledged events can be lost if the machine crashes")
-    tokens = load_tokens(app.config["API_TOKENS"], app.config["READ_TOKENS"], app.config["TOKENS_FILE"])
+    tokens = tokens_from_config(app.config)  # ValueError: a token setting that yields no token
 
     from .api import register
 
     register(app, tokens)
     return app
+
+
+def _configure_logging(level: str) -> None:
+    """The service's own loggers at EVENTSVC_LOG_LEVEL, on stderr beside gunicorn's lines.
+
+    A host program that configured logging itself (a handler on the root logger) keeps its own.
+    """
+    package = logging.getLogger(__name__)
+    package.setLevel(level.upper())
+    if not package.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S %z"))
+        package.addHandler(handler)

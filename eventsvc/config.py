@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,20 @@ def _flag(value: str) -> bool:
     if flag not in ("1", "0", "true", "false", "yes", "no", ""):
         raise ValueError("must be 1 or 0")
     return flag in ("1", "true", "yes")
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or a positive integer")
+    return number
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().lower()
+    if level not in ("debug", "info", "warning", "error", "critical"):
+        raise ValueError("must be debug, info, warning, error or critical")
+    return level
 
 
 def _positive_float(value: str) -> float:
@@ -70,8 +85,30 @@ SETTINGS = (
     Setting("WORKERS", 2, _positive_int, "gunicorn worker processes (make run)"),
     Setting("THREADS", 128, _positive_int,
             "threads per gunicorn worker (make run): each open event stream holds one"),
-    Setting("LOG_LEVEL", "info", str, "log level of the service and gunicorn"),
+    Setting("MAX_STREAMS", 0, _count,
+            "open event streams and long-polls per worker (0: THREADS less a reserve of THREADS/8 for short "
+            "requests); beyond it, 503 too_many_streams"),
+    Setting("HEADER_TIMEOUT", 10.0, _positive_float,
+            "seconds a connection may take to send its request headers before it is closed"),
+    Setting("BODY_TIMEOUT", 30.0, _positive_float,
+            "seconds a request body may stall (no byte arriving) before the request fails with 408"),
+    Setting("MAX_CONNECTIONS", 1000, _positive_int, "open connections per worker (make run), idle ones included"),
+    Setting("LOG_LEVEL", "info", _log_level, "log level of the service and gunicorn"),
 )
+
+
+def stream_limit(config: Mapping[str, Any]) -> int:
+    """Open streams and long-polls one worker serves at once: always fewer than its threads.
+
+    The rest of the threads are a reserve only short requests (appends, reads, /healthz) can
+    use, so no number of watchers can starve them. Raises ValueError for a limit that leaves none.
+    """
+    threads = int(config["THREADS"])
+    limit = int(config["MAX_STREAMS"]) or threads - max(1, threads // 8)
+    if limit >= threads:
+        raise ValueError(f"EVENTSVC_MAX_STREAMS={limit} must be below EVENTSVC_THREADS={threads}: "
+                         "short requests need threads of their own")
+    return max(0, limit)
 
 
 def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
@@ -91,9 +128,15 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
 
 
 def is_loopback(address: str) -> bool:
-    """Whether a gunicorn bind address (``host:port``, ``[v6]:port``, ``unix:path``) stays on this machine."""
-    if address.startswith(("unix:", "fd://")):
+    """Whether a gunicorn bind address (``host:port``, ``[v6]:port``, ``unix:path``, ``fd://N``) stays on this machine.
+
+    An inherited socket (``fd://N``) may listen anywhere: it counts as loopback only when the
+    socket itself, asked in this process, is a Unix socket or bound to a loopback address.
+    """
+    if address.startswith("unix:"):
         return True
+    if address.startswith("fd://"):
+        return _inherited_socket_is_loopback(address[len("fd://"):])
     host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
     host = host.strip("[]")
     if host == "localhost":
@@ -104,13 +147,34 @@ def is_loopback(address: str) -> bool:
         return False  # any other host name may resolve anywhere
 
 
-def bind_refusal(config: Mapping[str, Any], addresses: list[str] | None = None) -> str | None:
+def _inherited_socket_is_loopback(number: str) -> bool:
+    if not (number.isascii() and number.isdigit() and len(number) < 10):
+        return False
+    try:
+        inherited = socket.socket(fileno=os.dup(int(number)))
+    except OSError:
+        return False
+    try:
+        if inherited.family == socket.AF_UNIX:
+            return True
+        host = inherited.getsockname()[0]
+    except OSError:
+        return False
+    finally:
+        inherited.detach()
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_refusal(config: Mapping[str, Any], addresses: list[str] | None = None, *, open_api: bool) -> str | None:
     """Why the service must not start: an open API bound beyond loopback (None when it may).
 
-    ``addresses`` are the final bind addresses (gunicorn's, after its command line); by
+    ``open_api`` must come from the parsed token table (a setting can be present and hold no
+    token); ``addresses`` are the final bind addresses (gunicorn's, after its command line); by
     default EVENTSVC_BIND's.
     """
-    open_api = not (config["API_TOKENS"] or config["READ_TOKENS"] or config["TOKENS_FILE"])
     if not open_api or config["ALLOW_ANONYMOUS"]:
         return None
     if addresses is None:

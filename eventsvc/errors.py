@@ -73,6 +73,38 @@ class StoreBusy(EventSvcError):
 
 
 class BadRequest(EventSvcError, ValueError):
-    """A body that is not well-formed JSON (or not UTF-8, or nested too deep)."""
+    """A body that is not well-formed JSON (or not UTF-8, or nested too deep, or cut short)."""
 
     code = "bad_request"
+
+
+class Unauthorized(EventSvcError):
+    """Tokens are configured and the request carries none, or an unknown one."""
+
+    code = "unauthorized"
+
+
+class Forbidden(EventSvcError):
+    """A read-only token asked to write."""
+
+    code = "forbidden"
+
+
+class UnsupportedMediaType(EventSvcError):
+    code = "unsupported_media_type"
+
+
+class RequestTimeout(EventSvcError):
+    """A request body stalled (no byte for EVENTSVC_BODY_TIMEOUT seconds); nothing was stored."""
+
+    code = "request_timeout"
+
+
+class TooManyStreams(EventSvcError):
+    """This worker already serves its cap of open streams and long-polls; retry after ``retry_after`` seconds."""
+
+    code = "too_many_streams"
+
+    def __init__(self, message: str, details: Any = None, *, retry_after: int = 2) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after

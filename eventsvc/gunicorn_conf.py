@@ -7,16 +7,22 @@ flowing; a worker learns of other workers' appends from SQLite (see eventsvc.sto
 import sys
 
 from eventsvc import config as _config
+from eventsvc.tokens import tokens_from_config
+from eventsvc.worker import BOARD
 
 _settings = _config.load()
 
 bind = [address.strip() for address in str(_settings["BIND"]).split(",") if address.strip()]
 workers = _settings["WORKERS"]
-worker_class = "eventsvc.worker.ThreadFreeWorker"  # gthread that accepts only while a thread is free
+worker_class = "eventsvc.worker.ThreadFreeWorker"  # gthread that reads headers without a thread
 threads = _settings["THREADS"]
-# Above `threads`, the rest are idle keep-alive connections (they hold no thread); at `threads`
-# gunicorn would close every connection after one answer.
-worker_connections = 2 * threads
+# Above `threads`, the rest are idle keep-alive connections and connections still sending their
+# headers (neither holds a thread); at `threads` gunicorn would close every connection after one answer.
+worker_connections = max(_settings["MAX_CONNECTIONS"], threads + 1)
+# gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl): two
+# servers on one machine would share it, and the first to stop would remove it from the other.
+# eventsvc does not use it.
+control_socket_disable = True
 loglevel = _settings["LOG_LEVEL"]
 accesslog = "-"
 # No Authorization header, no body, no query string: only what an operator needs to follow traffic.
@@ -24,9 +30,18 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 graceful_timeout = 10
 
 
+def _open_api() -> bool:
+    """Whether no token is configured, from the parsed table; a token setting that yields none stops the start."""
+    try:
+        return not tokens_from_config(_settings)
+    except ValueError as exc:
+        print(f"eventsvc: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def on_starting(server):
     """Before binding: refuse an open API beyond loopback, whatever set the address (env, --bind, ...)."""
-    refusal = _config.bind_refusal(_settings, list(server.cfg.bind))
+    refusal = _config.bind_refusal(_settings, list(server.cfg.bind), open_api=_open_api())
     if refusal:
         print(f"eventsvc: {refusal}", file=sys.stderr)
         sys.exit(2)
@@ -34,6 +49,16 @@ def on_starting(server):
 
 def when_ready(server):
     """Once, in the master: say plainly when the API is open to anyone who can reach it."""
-    if not (_settings["API_TOKENS"] or _settings["READ_TOKENS"] or _settings["TOKENS_FILE"]):
+    if _open_api():
         server.log.warning("no EVENTSVC_API_TOKENS, EVENTSVC_READ_TOKENS or EVENTSVC_TOKENS_FILE: "
                            "the API on %s is open to anyone who can reach it", ", ".join(server.cfg.bind))
+
+
+def pre_fork(server, worker):
+    """Give the new worker its byte on the board where workers say whether they have room for a stream."""
+    worker.board_index = BOARD.claim({getattr(w, "board_index", None) for w in server.WORKERS.values()})
+
+
+def child_exit(server, worker):
+    """A worker that exited (or died) has no room for anything: free its byte."""
+    BOARD.release(getattr(worker, "board_index", None))

@@ -19,7 +19,8 @@ from .types import EVENT_TYPES, EventTypeSet
 ENVELOPE_KEYS = ("type", "timestamp", "session_id", "run_id", "seq", "source", "event_id", "payload")
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 _ID = re.compile(ID_PATTERN + r"\Z")
-ID_RULE = "must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', starting with a letter or digit"
+ID_CHARACTERS = "1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', starting with a letter or digit"
+ID_RULE = f"must be {ID_CHARACTERS}"
 MAX_SOURCE_CHARS = 64
 _RFC3339 = re.compile(
     # [0-9], not \d: \d also matches other scripts' digits, which int() would then accept.
@@ -140,6 +141,9 @@ class Payload(fields.Field):
 
 class _EnvelopeRules(Schema):
     """Rules shared by input and stored envelopes; ``event_types`` is the deployment's registry."""
+
+    error_messages = {"unknown": "unknown envelope key: an event has only the keys " + ", ".join(ENVELOPE_KEYS)
+                      + "; custom data goes in payload"}
 
     class Meta:
         unknown = RAISE
@@ -399,14 +403,19 @@ class PageQuerySchema(Schema):
     Unknown parameters are errors, not silently ignored: a typo must not change the answer.
     """
 
+    error_messages = {"unknown": "unknown query parameter"}
+
     class Meta:
         unknown = RAISE
 
-    since_seq = QueryInteger(load_default=0, validate=validate.Range(min=0, error="must be an integer >= 0"))
+    since_seq = QueryInteger(load_default=0, validate=validate.Range(min=0, error="must be an integer >= 0"),
+                             error_messages={"invalid": "must be an integer >= 0"})
     limit = QueryInteger(load_default=100,
-                         validate=validate.Range(min=1, max=1000, error="must be an integer from 1 to 1000"))
+                         validate=validate.Range(min=1, max=1000, error="must be an integer from 1 to 1000"),
+                         error_messages={"invalid": "must be an integer from 1 to 1000"})
     wait = QuerySeconds(load_default=0.0, validate=validate.Range(
-        min=0, max=MAX_WAIT_SECONDS, error=f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}"))
+        min=0, max=MAX_WAIT_SECONDS, error=f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}"),
+        error_messages={"invalid": f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}"})
 
 
 _PAGE_DEFAULTS = {"since_seq": 0, "limit": 100, "wait": 0.0}
@@ -433,9 +442,14 @@ def load_page_query(args: dict[str, str]) -> dict[str, Any] | None:
 class StreamQuerySchema(Schema):
     """``since_seq``, ``until_seq`` and ``wait`` (0 or 1: wait for a session that does not exist yet)."""
 
+    error_messages = {"unknown": "unknown query parameter"}
+
     class Meta:
         unknown = RAISE
 
-    since_seq = QueryInteger(load_default=0, validate=validate.Range(min=0, error="must be an integer >= 0"))
-    until_seq = QueryInteger(load_default=None, validate=validate.Range(min=1, error="must be an integer >= 1"))
-    wait = QueryInteger(load_default=0, validate=validate.OneOf([0, 1], error="must be 0 or 1"))
+    since_seq = QueryInteger(load_default=0, validate=validate.Range(min=0, error="must be an integer >= 0"),
+                             error_messages={"invalid": "must be an integer >= 0"})
+    until_seq = QueryInteger(load_default=None, validate=validate.Range(min=1, error="must be an integer >= 1"),
+                             error_messages={"invalid": "must be an integer >= 1"})
+    wait = QueryInteger(load_default=0, validate=validate.OneOf([0, 1], error="must be 0 or 1"),
+                        error_messages={"invalid": "must be 0 or 1"})

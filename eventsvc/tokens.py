@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,34 @@ def parse_tokens_file(path: Path) -> list[tuple[bytes, str]]:
         match = _DIGEST.match(token)
         entries.append((bytes.fromhex(match.group(1)) if match else digest(token), scope))
     return entries
+
+
+def tokens_from_config(config: Mapping[str, object]) -> TokenTable:
+    """The token table the settings describe.
+
+    Decided from the parsed table, never from the raw strings: a setting that is given but
+    yields no token (``","``, ``" , "``, a file of comments only) is a ValueError naming it,
+    so a typo can never turn into an open API. An empty string counts as not given.
+    """
+    api, read, path = (str(config.get(name) or "") for name in ("API_TOKENS", "READ_TOKENS", "TOKENS_FILE"))
+    for name, value in (("API_TOKENS", api), ("READ_TOKENS", read)):
+        if value and not _split(value):
+            raise ValueError(f"EVENTSVC_{name} is set but holds no token ({value!r}); give at least one "
+                             "token, or unset it for an open API on loopback")
+    file_entries: list[tuple[bytes, str]] = []
+    if path:
+        try:
+            file_entries = parse_tokens_file(Path(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"EVENTSVC_TOKENS_FILE={path!r} cannot be read: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"EVENTSVC_TOKENS_FILE: {exc}") from None
+        if not file_entries:
+            raise ValueError(f"EVENTSVC_TOKENS_FILE={path!r} holds no token; add 'TOKEN rw' or 'TOKEN ro' "
+                             "lines, or unset it for an open API on loopback")
+    table = load_tokens(api, read)
+    return TokenTable(table.entries + tuple(file_entries))
 
 
 def load_tokens(api_tokens: str | Iterable[str] | None = None, read_tokens: str | Iterable[str] | None = None,

@@ -13,10 +13,22 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import strategies as st
 
 from eventsvc import EventStore, create_app
+from eventsvc.store.index import INDEX_FILE
+from eventsvc.store.locks import LOCK_FILES, LOCKS_DIR
+from eventsvc.store.segments import SEGMENTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Every name the store creates at the top of its folder or in locks/, with and without suffixes:
+# each is a valid session id, and must be as safe as any other.
+STORE_NAMES = sorted({LOCKS_DIR, SEGMENTS_DIR, INDEX_FILE, *LOCK_FILES,
+                      *(INDEX_FILE + suffix for suffix in ("-wal", "-shm", "-journal", ".new")),
+                      *(name.rsplit(".", 1)[0] for name in LOCK_FILES)})
+# Ids from the whole alphabet, any length the rule allows, with the store's own names mixed in.
+any_valid_id = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", fullmatch=True) | st.sampled_from(STORE_NAMES)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from eventsvc import config as settings
 from eventsvc import create_app
@@ -485,11 +489,10 @@ def test_allow_anonymous_starts_an_open_api_beyond_loopback(tmp_path):
 
 def test_a_token_allows_binding_beyond_loopback_without_allow_anonymous():
     base = settings.load({"BIND": "0.0.0.0:8000"}, environ={})
-    assert settings.bind_refusal(base) is not None
-    assert "EVENTSVC_API_TOKENS" in settings.bind_refusal(base)
-    for name in ("API_TOKENS", "READ_TOKENS", "TOKENS_FILE"):
-        assert settings.bind_refusal({**base, name: "x"}) is None
-    assert settings.bind_refusal({**base, "ALLOW_ANONYMOUS": True}) is None
+    assert settings.bind_refusal(base, open_api=True) is not None
+    assert "EVENTSVC_API_TOKENS" in settings.bind_refusal(base, open_api=True)
+    assert settings.bind_refusal(base, open_api=False) is None
+    assert settings.bind_refusal({**base, "ALLOW_ANONYMOUS": True}, open_api=True) is None
 
 
 @pytest.mark.parametrize(("bind", "refused"), [
@@ -509,4 +512,91 @@ def test_a_token_allows_binding_beyond_loopback_without_allow_anonymous():
 ])
 def test_bind_refusal_table(bind, refused):
     config = settings.load({"BIND": bind}, environ={})
-    assert (settings.bind_refusal(config) is not None) is refused
+    assert (settings.bind_refusal(config, open_api=True) is not None) is refused
+
+
+# -- token settings never fail open --------------------------------------------------------------
+
+blank_lists = st.text(alphabet=" ,\t", min_size=1, max_size=8)
+comment_files = st.lists(st.sampled_from(["", "   ", "# a comment", "#rw", "  # token rw"]), max_size=5).map("\n".join)
+
+
+@settings_(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(api=st.none() | st.text(max_size=12), read=st.none() | st.text(max_size=12),
+       file_text=st.none() | comment_files | st.text(max_size=30))
+def test_any_token_settings_either_refuse_to_start_or_require_a_token(tmp_path_factory, api, read, file_text):
+    """Over the whole input space: a token setting that is given never leaves the API open."""
+    root = tmp_path_factory.mktemp("tokens")
+    config = {"DATA_DIR": str(root / "data")}
+    if api is not None:
+        config["API_TOKENS"] = api
+    if read is not None:
+        config["READ_TOKENS"] = read
+    if file_text is not None:
+        (root / "tokens").write_text(file_text, encoding="utf-8", errors="surrogatepass")
+        config["TOKENS_FILE"] = str(root / "tokens")
+    try:
+        app = create_app(config)
+    except ValueError as exc:
+        assert "EVENTSVC_" in str(exc)
+        return
+    try:
+        response = app.test_client().get(SESSION_URL)
+        if api or read or file_text is not None:
+            assert_unauthorized(response)
+        else:
+            assert response.status_code == 404
+    finally:
+        app.extensions["eventsvc.store"].close()
+
+
+@pytest.mark.parametrize(("name", "value"), [("API_TOKENS", ","), ("API_TOKENS", " , "), ("READ_TOKENS", ",,"),
+                                             ("API_TOKENS", " ")])
+def test_a_token_setting_without_a_token_is_a_configuration_error(data_dir, name, value):
+    with pytest.raises(ValueError, match=f"EVENTSVC_{name} is set but holds no token"):
+        create_app({"DATA_DIR": str(data_dir), name: value})
+
+
+def test_a_tokens_file_of_comments_only_is_a_configuration_error(data_dir, tmp_path):
+    path = tmp_path / "tokens"
+    path.write_text("# no tokens yet\n\n   # still none\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds no token"):
+        create_app({"DATA_DIR": str(data_dir), "TOKENS_FILE": str(path)})
+    with pytest.raises(ValueError, match="cannot be read"):
+        create_app({"DATA_DIR": str(data_dir), "TOKENS_FILE": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize("setting", [("EVENTSVC_API_TOKENS", ","), ("EVENTSVC_API_TOKENS", " , "),
+                                     ("EVENTSVC_TOKENS_FILE", "comments")])
+def test_gunicorn_refuses_to_start_on_a_token_setting_without_a_token(tmp_path, setting):
+    name, value = setting
+    if value == "comments":
+        value = str(tmp_path / "tokens")
+        Path(value).write_text("# nothing here\n", encoding="utf-8")
+    port = free_port()
+    env = _clean_env(EVENTSVC_BIND=f"0.0.0.0:{port}", EVENTSVC_DATA_DIR=str(tmp_path / "data"), **{name: value})
+    code, listened, output = _run_until_exit_or_listening([*GUNICORN, "wsgi:app"], env, port, tmp_path / "out.log")
+    assert not listened, output
+    assert code == 2, output
+    assert "configuration error" in output and name in output
+    assert "Traceback" not in output
+
+
+def test_an_inherited_socket_counts_as_loopback_only_when_it_is_bound_there(tmp_path):
+    base = settings.load({}, environ={})
+    wide, local = socket.socket(), socket.socket()
+    unix = socket.socket(socket.AF_UNIX)
+    try:
+        wide.bind(("0.0.0.0", 0))
+        local.bind(("127.0.0.1", 0))
+        unix.bind(str(tmp_path / "sock"))
+        assert settings.bind_refusal(base, [f"fd://{wide.fileno()}"], open_api=True) is not None
+        assert settings.bind_refusal(base, [f"fd://{local.fileno()}"], open_api=True) is None
+        assert settings.bind_refusal(base, [f"fd://{unix.fileno()}"], open_api=True) is None
+        closed = os.open(os.devnull, os.O_RDONLY)
+        os.close(closed)
+        for address in (f"fd://{closed}", "fd://x", "fd://", "fd://99999999999"):
+            assert settings.bind_refusal(base, [address], open_api=True) is not None, address
+        wide.getsockname()  # still open: checking it did not close the caller's socket
+    finally:
+        wide.close(), local.close(), unix.close()

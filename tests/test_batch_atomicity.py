@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from eventsvc import EventStore
+from eventsvc.errors import StorageFull
 from eventsvc.store import segments
 
 
@@ -80,7 +81,7 @@ def test_a_failed_batch_leaves_no_mark_that_could_cut_later_appends(data_dir):
             raise OSError(28, "No space left on device")
 
     store.io = NoSpace()
-    with pytest.raises(Exception):
+    with pytest.raises(StorageFull):
         store.append_many("s1", batch(3, "failed"))
     store.io = segments.SegmentIO()
     store.append("s1", {"type": "status"})

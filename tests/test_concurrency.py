@@ -297,10 +297,10 @@ def test_a_child_forked_while_the_parent_holds_a_lock_takes_its_own(data_dir, lo
     held = locks.index_writer() if lock == "index_writer" else locks.store(exclusive=False)
     with held:
         pid = os.fork()
-        if pid != 0:
-            time.sleep(0.5)
-            if lock == "index_writer":
-                assert select.select([ready], [], [], 0)[0] == [], "the child took a lock the parent holds"
+        if pid != 0 and lock == "index_writer":
+            # The child must be seen blocked in flock on the index lock, not holding it.
+            _wait_until_blocked_in_flock(pid)
+            assert select.select([ready], [], [], 0)[0] == [], "the child took a lock the parent holds"
     if pid == 0:  # the child, out of the parent's block; it leaves without running pytest's teardown
         try:
             wanted = locks.index_writer() if lock == "index_writer" else locks.store(exclusive=False)
@@ -318,6 +318,18 @@ def test_a_child_forked_while_the_parent_holds_a_lock_takes_its_own(data_dir, lo
         _reap(pid, within=5)
     assert store.reindex(wait_seconds=2).events == 1
     store.close()
+
+
+def _wait_until_blocked_in_flock(pid: int, within: float = 10.0) -> None:
+    """Wait until /proc/locks lists ``pid`` as waiting for a lock (a ``->`` line)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "->" in fields and str(pid) in fields:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never waited for a lock")
 
 
 def _reap(pid: int, *, within: float) -> None:

@@ -1,11 +1,15 @@
 """The envelope rules, as EventInputSchema and StoredEnvelopeSchema enforce them, and strict JSON."""
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from eventsvc.errors import BadRequest
-from eventsvc.jsoncodec import MAX_DEPTH, loads_strict
+from eventsvc.jsoncodec import MAX_DEPTH, loads_strict, nesting_depth_exceeds
 from eventsvc.schemas import ENVELOPE_KEYS, EventInputSchema, StoredEnvelopeSchema
 
 ID_FIELDS = ("session_id", "run_id", "event_id")
@@ -310,6 +314,46 @@ def test_nesting_at_the_limit_is_accepted():
     for _ in range(MAX_DEPTH - 1):
         value = value[0]
     assert value == []
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+_bracket_text = st.text(alphabet=st.sampled_from('[]{}"\\ax\u00e9'), max_size=8)
+_nested = st.recursive(st.none() | st.integers() | _bracket_text,
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_bracket_text, inner, max_size=3),
+                       max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_nested, wrap=st.integers(0, 70), indent=st.sampled_from([None, 1]))
+def test_the_depth_check_agrees_with_the_parsed_depth(value, wrap, indent):
+    """Over any JSON value (strings full of brackets, quotes and escapes), wrapped to any depth:
+    rejected exactly when its nesting is deeper than the limit."""
+    for _ in range(wrap):
+        value = [value]
+    body = json.dumps(value, indent=indent, ensure_ascii=indent is None).encode()
+    assert nesting_depth_exceeds(body, MAX_DEPTH) == (_depth(value) > MAX_DEPTH)
+    if _depth(value) > MAX_DEPTH:
+        with pytest.raises(BadRequest, match="deeper than"):
+            loads_strict(body)
+    else:
+        assert loads_strict(body) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=300) | st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"1", b","]),
+                                                  max_size=300).map(b"".join))
+def test_any_bytes_are_parsed_or_refused_with_bad_request(body):
+    try:
+        loads_strict(body)
+    except BadRequest:
+        pass
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting():

@@ -62,60 +62,83 @@ def test_an_idle_keep_alive_connection_holds_no_thread(tmp_path: Path):
         server.stop()
 
 
-def _stream(server: Server, session_id: str) -> requests.Response:
-    """A stream that stays open (it waits for events after seq 1), holding one server thread."""
-    response = requests.get(f"{server.url}/api/sessions/{session_id}/events/stream", params={"since_seq": 1},
+class Streams:
+    """Open streams on session "busy" that end when told: each waits for one event past the last seq.
+
+    Ending them with an append (rather than closing sockets) frees their server threads and stream
+    slots deterministically: once a client has read a stream to its end, its slot is back.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.last_seq = 1
+        self.open: list[requests.Response] = []
+
+    def start(self) -> requests.Response:
+        return requests.get(f"{self.server.url}/api/sessions/busy/events/stream",
+                            params={"since_seq": self.last_seq, "until_seq": self.last_seq + 1},
                             headers={"Accept": "text/event-stream"}, stream=True, timeout=(BOUND, BOUND))
-    assert response.status_code == 200
-    return response
+
+    def add(self) -> None:
+        response = self.start()
+        assert response.status_code == 200, response.content
+        self.open.append(response)
+
+    def end_all(self) -> None:
+        requests.post(f"{self.server.url}/api/sessions/busy/events", json={"type": "user_message"},
+                      headers={"Connection": "close"}, timeout=BOUND).raise_for_status()
+        self.last_seq += 1
+        for response in self.open:
+            assert b"event: end" in response.content  # read to the end: the server is done with it
+        self.open.clear()
+
+    def close(self) -> None:
+        for response in self.open:
+            response.close()
 
 
 @contextmanager
-def _two_workers_of_two_threads(tmp_path: Path) -> Iterator[tuple[Server, list[requests.Response]]]:
-    """A server of 2 workers x 2 threads whose session "busy" holds one event, and a list of the
-    test's open streams, all closed at the end (short keepalives: a closed stream soon frees its thread)."""
+def _two_workers_of_three_threads(tmp_path: Path) -> Iterator[tuple[Server, Streams]]:
+    """A server of 2 workers x 3 threads with at most 2 streams each (one thread kept for short
+    requests), whose session "busy" holds one event."""
     server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2,
-                          env={"EVENTSVC_THREADS": "2", "EVENTSVC_SSE_KEEPALIVE": "0.2"})
-    streams: list[requests.Response] = []
+                          env={"EVENTSVC_THREADS": "3", "EVENTSVC_MAX_STREAMS": "2"})
+    streams = Streams(server)
     try:
         requests.post(f"{server.url}/api/sessions/busy/events", json={"type": "user_message"},
                       headers={"Connection": "close"}, timeout=BOUND).raise_for_status()
         yield server, streams
     finally:
-        for stream in streams:
-            stream.close()
+        streams.close()
         server.stop()
 
 
-def _close_streams(server: Server, streams: list[requests.Response]) -> None:
-    """Close them, then wait until a request is answered: each frees its thread at its next keepalive write."""
-    for stream in streams:
-        stream.close()
-    streams.clear()
-    assert requests.get(server.url + "/healthz", headers={"Connection": "close"}, timeout=BOUND).status_code == 200
-
-
-def test_a_worker_whose_threads_all_hold_streams_leaves_new_connections_to_the_other(tmp_path: Path):
-    """2 workers x 2 threads: four streams opened one after another all start, whichever worker took which.
-
-    A worker that went on accepting with both threads taken would leave a stream (or any
-    request) queued for a thread that frees only when a stream ends.
-    """
-    with _two_workers_of_two_threads(tmp_path) as (server, streams):
+def test_streams_up_to_both_workers_caps_all_start_and_the_next_is_a_503(tmp_path: Path):
+    """2 workers x 2 stream slots: four streams opened one after another all start, whichever worker
+    took which (a worker at its cap leaves new connections to the other), and a fifth gets 503
+    too_many_streams with Retry-After at once, while /healthz is still answered."""
+    with _two_workers_of_three_threads(tmp_path) as (server, streams):
         for _ in range(3):  # rounds: which worker wins each accept is a race, so try it more than once
             for _ in range(4):
-                streams.append(_stream(server, "busy"))
-            _close_streams(server, streams)
+                streams.add()
+            extra = streams.start()
+            assert extra.status_code == 503, extra.status_code
+            assert extra.headers["Retry-After"] == "2"
+            assert extra.json()["error"]["code"] == "too_many_streams"
+            assert requests.get(server.url + "/healthz", timeout=BOUND).status_code == 200
+            streams.end_all()
 
 
-def test_a_kept_alive_connection_is_not_left_waiting_behind_streams(tmp_path: Path):
-    """2 workers x 2 threads, three open streams: one worker is full. A pooled client's next
-    request is answered however its kept-alive connection fell: a full worker closes its idle
-    connections, and the client's pool reconnects, to the worker with a free thread."""
-    with _two_workers_of_two_threads(tmp_path) as (server, streams), requests.Session() as client:
-        for _ in range(4):  # rounds: which worker holds the pooled connection is a race
+def test_a_kept_alive_connection_is_served_beside_streams(tmp_path: Path):
+    """2 workers x 3 threads, four open streams: both workers at their stream cap. A pooled client's
+    next request is answered on its kept-alive connection, by the thread kept for short requests."""
+    with _two_workers_of_three_threads(tmp_path) as (server, streams), requests.Session() as client:
+        for _ in range(3):
             assert client.get(server.url + "/healthz", timeout=BOUND).status_code == 200
-            streams += [_stream(server, "busy") for _ in range(3)]
-            time.sleep(0.2)  # the full worker's loop turns: it closes its idle connections
-            assert client.get(server.url + "/healthz", timeout=BOUND).status_code == 200
-            _close_streams(server, streams)
+            for _ in range(4):
+                streams.add()
+            for _ in range(5):
+                assert client.get(server.url + "/healthz", timeout=BOUND).status_code == 200
+            assert client.post(f"{server.url}/api/sessions/other/events", json={"type": "status"},
+                               timeout=BOUND).status_code == 201
+            streams.end_all()

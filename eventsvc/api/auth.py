@@ -7,18 +7,10 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from ..errors import EventSvcError
+from ..errors import Forbidden, Unauthorized
 from ..tokens import WRITE, TokenTable
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class Unauthorized(EventSvcError):
-    code = "unauthorized"
-
-
-class Forbidden(EventSvcError):
-    code = "forbidden"
 
 
 def init_app(app: Flask, tokens: TokenTable) -> None:

@@ -10,10 +10,11 @@ from typing import Any
 
 import json
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import EventSvcError
+from ..errors import EventSvcError, TooManyStreams
+from ..schemas import ID_CHARACTERS
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,13 @@ STATUS_BY_CODE = {
     "event_id_conflict": 409,
     "run_session_conflict": 409,
     "payload_too_large": 413,
+    "request_timeout": 408,
     "unsupported_media_type": 415,
     "validation_error": 422,
+    "internal_error": 500,
     "storage_unavailable": 503,
     "store_busy": 503,
+    "too_many_streams": 503,
     "insufficient_storage": 507,
 }
 CODE_BY_STATUS = {
@@ -54,7 +58,11 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 
 
 def _domain_error(exc: EventSvcError) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="eventsvc"'} if exc.code == "unauthorized" else None
+    headers = None
+    if exc.code == "unauthorized":
+        headers = {"WWW-Authenticate": 'Bearer realm="eventsvc"'}
+    elif isinstance(exc, TooManyStreams):
+        headers = {"Retry-After": str(exc.retry_after)}
     return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, exc.details, headers)
 
 
@@ -65,6 +73,9 @@ def _http_error(exc: HTTPException) -> Response:
     message = exc.description or exc.name
     if status == 413:
         message = "request body is larger than this service accepts"
+    elif status == 404 and request.path.startswith(("/api/sessions/", "/api/runs/")):
+        message = (f"no route matches {request.path!r}: session and run ids are {ID_CHARACTERS}, "
+                   "so a '/' (or '%2F') is never part of one")
     return error_response(status, code, message, headers=headers)
 
 
@@ -74,6 +85,11 @@ def _unexpected(exc: Exception) -> Response:
 
 
 def _harden(response: Response) -> Response:
+    if request.method == "OPTIONS" and response.mimetype != "application/json":
+        # Flask's automatic answer is an empty text/html body: every response here is JSON.
+        allow = sorted(method.strip() for method in response.headers.get("Allow", "").split(",") if method.strip())
+        response.set_data(json.dumps({"allow": allow}))
+        response.mimetype = "application/json"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 

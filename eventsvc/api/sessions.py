@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..errors import ValidationFailed
 from ..live import long_poll, resolve
 from . import store
+from .slots import slots
 from .wire import json_body, page_query, page_response
 
 bp = Blueprint("sessions", __name__, url_prefix="/api/sessions")
@@ -34,8 +35,15 @@ def append_events(session_id: str):
 def session_events(session_id: str):
     query = page_query(request)
     event_store = store()
-    if query["wait"]:
+    if not query["wait"]:
+        page = event_store.read_page(session_id, since_seq=query["since_seq"], limit=query["limit"])
+        return page_response(page, query["since_seq"])
+    slot = slots()
+    slot.take()  # a long-poll holds a thread like a stream: 503 too_many_streams past the cap
+    try:
         resolve(event_store, session_id=session_id, run_id=None, wait=query["wait"])
-    page = long_poll(event_store, session_id, run_id=None, since_seq=query["since_seq"],
-                     limit=query["limit"], wait=query["wait"])
+        page = long_poll(event_store, session_id, run_id=None, since_seq=query["since_seq"],
+                         limit=query["limit"], wait=query["wait"])
+    finally:
+        slot.give_back()
     return page_response(page, query["since_seq"])

@@ -13,6 +13,7 @@ from ..errors import NotFound
 from ..live import Delivery, End, KeepAlive, resolve, subscribe
 from ..store import EventStore
 from . import store
+from .slots import holding, slots
 from .wire import stream_query
 
 bp = Blueprint("streams", __name__, url_prefix="/api")
@@ -35,9 +36,13 @@ def _stream(*, session_id: str | None, run_id: str | None) -> Response:
     event_store = store()
     # Unknown session or run: a JSON 404 before any stream starts, unless asked to wait for it.
     resolved = None if query["wait"] else resolve(event_store, session_id=session_id, run_id=run_id, wait=0)
-    body = _frames(event_store, resolved, session_id, run_id, query, keepalive)
-    return Response(body, status=200, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    slot = slots()
+    slot.take()  # 503 too_many_streams when this worker is at its cap
+    body = holding(slot, _frames(event_store, resolved, session_id, run_id, query, keepalive))
+    response = Response(body, status=200, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.call_on_close(body.close)  # gives the slot back even if the body is never iterated
+    return response
 
 
 def _frames(event_store: EventStore, session_id: str | None, requested_session: str | None,

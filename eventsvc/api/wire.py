@@ -9,17 +9,13 @@ from flask import Request, Response, current_app
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from marshmallow import ValidationError
 
-from ..errors import BadRequest, EventSvcError, ValidationFailed
+from ..errors import BadRequest, RequestTimeout, UnsupportedMediaType, ValidationFailed
 from ..jsoncodec import loads_strict
 from ..schemas import PageQuerySchema, StreamQuerySchema, load_page_query
 from ..store import Page
 
 _page_query = PageQuerySchema()
 _stream_query = StreamQuerySchema()
-
-
-class UnsupportedMediaType(EventSvcError):
-    code = "unsupported_media_type"
 
 
 def json_body(request: Request) -> Any:
@@ -38,7 +34,13 @@ def _read_body(request: Request) -> bytes:
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     try:
         if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
-            return request.get_data(cache=False)
+            body = request.get_data(cache=False)
+            # A server that marks its input terminated (gunicorn) hands over what arrived before
+            # the client went away: a body shorter than announced is a broken upload, not an event.
+            if request.content_length is not None and len(body) != request.content_length:
+                raise BadRequest(f"the request body ended after {len(body)} of the {request.content_length} "
+                                 "bytes its Content-Length announced; nothing was stored")
+            return body
         # Chunked: werkzeug's limited stream stops quietly at the limit, so count ourselves.
         stream = request.environ["wsgi.input"]
         chunks, size = [], 0
@@ -49,7 +51,12 @@ def _read_body(request: Request) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
         raise RequestEntityTooLarge()
-    except HTTPException:
+    except (HTTPException, BadRequest, BlockingIOError, TimeoutError) as exc:
+        # The worker's receive timeout (EAGAIN), as raised or as werkzeug's ClientDisconnected.
+        if isinstance(exc, (BlockingIOError, TimeoutError)) or isinstance(
+                exc.__cause__ or exc.__context__, (BlockingIOError, TimeoutError)):
+            raise RequestTimeout("the request body stalled for longer than EVENTSVC_BODY_TIMEOUT; "
+                                 "nothing was stored") from None
         raise
     except Exception as exc:  # noqa: BLE001 - the server's own parser failed on a hostile framing
         raise BadRequest(f"the request body could not be read ({type(exc).__name__})") from None

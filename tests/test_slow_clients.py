@@ -1,0 +1,154 @@
+"""Slow and many clients cannot take the service down (a real ``make run`` server: 2 workers x 128 threads).
+
+- 300 connections that send a request line and one header, then wait, hold no thread: a
+  well-behaved client's /healthz and appends still answer within 1 s, and the slow ones are
+  answered 408 and closed once EVENTSVC_HEADER_TIMEOUT passes.
+- A body that stalls ends in 408 after EVENTSVC_BODY_TIMEOUT, with nothing stored.
+- 300 event streams requested: each either streams or gets 503 too_many_streams with
+  Retry-After at once, at least 200 stream, and short requests keep answering within 1 s.
+"""
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import Server, start_server
+
+pytestmark = pytest.mark.slow
+SLOW = 300
+TARGET = 1.0  # the issue's promise for a well-behaved client, in seconds
+
+
+@pytest.fixture
+def make_run_server(tmp_path: Path) -> Iterator[Server]:
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log",
+                          env={"EVENTSVC_HEADER_TIMEOUT": "3", "EVENTSVC_BODY_TIMEOUT": "1"})
+    yield server
+    server.stop()
+
+
+def _address(server: Server) -> tuple[str, int]:
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    assert host == "127.0.0.1"
+    return host, int(port)
+
+
+def _timed(call) -> tuple[float, requests.Response]:
+    started = time.monotonic()
+    response = call()
+    return time.monotonic() - started, response
+
+
+def _well_behaved_requests_answer_in_time(server: Server, session_id: str) -> None:
+    for _ in range(3):
+        took, health = _timed(lambda: requests.get(server.url + "/healthz", timeout=10))
+        assert health.status_code == 200 and took < TARGET, took
+        took, append = _timed(lambda: requests.post(f"{server.url}/api/sessions/{session_id}/events",
+                                                    json={"type": "status"}, timeout=10))
+        assert append.status_code == 201 and took < TARGET, took
+
+
+def _read_until_closed(sock: socket.socket, deadline: float) -> bytes:
+    received = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+    raise AssertionError(f"the connection was still open at the deadline ({received[:200]!r})")
+
+
+def test_trickling_headers_hold_no_thread_and_are_closed_after_the_header_timeout(make_run_server):
+    address = _address(make_run_server)
+    slow = []
+    try:
+        for _ in range(SLOW):
+            sock = socket.create_connection(address, timeout=10)
+            sock.sendall(b"POST /api/sessions/x/events HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow.append(sock)
+        opened = time.monotonic()
+        _well_behaved_requests_answer_in_time(make_run_server, "fine")
+        # Closed once the header timeout (3 s) has passed: answered 408, never served.
+        deadline = opened + 3 + 10
+        answers = [_read_until_closed(sock, deadline) for sock in slow]
+        assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers[:3]
+        assert json.loads(answers[0].partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+        assert time.monotonic() - opened >= 3 - 0.5  # not before the timeout
+    finally:
+        for sock in slow:
+            sock.close()
+    assert requests.get(f"{make_run_server.url}/api/sessions/x/events", timeout=10).status_code == 404
+
+
+def test_a_stalled_body_ends_in_408_and_stores_nothing(make_run_server):
+    with socket.create_connection(_address(make_run_server), timeout=10) as sock:
+        sock.sendall(b"POST /api/sessions/stalled/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\": ")
+        answer = _read_until_closed(sock, time.monotonic() + 15)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+    assert requests.get(f"{make_run_server.url}/api/sessions/stalled/events", timeout=10).status_code == 404
+
+
+def _open_stream(address: tuple[str, int], session_id: str) -> tuple[socket.socket, int, dict[str, str]]:
+    sock = socket.create_connection(address, timeout=10)
+    sock.sendall(f"GET /api/sessions/{session_id}/events/stream?since_seq=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Accept: text/event-stream\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    lines = head.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    return sock, int(lines[0].split()[1]), headers
+
+
+def test_many_streams_leave_threads_for_short_requests(make_run_server):
+    server = make_run_server
+    requests.post(f"{server.url}/api/sessions/watched/events", json={"type": "status"}, timeout=10).raise_for_status()
+    address = _address(server)
+    streaming, refused = [], 0
+    try:
+        for number in range(SLOW):
+            sock, status, headers = _open_stream(address, "watched")
+            if status == 200:
+                streaming.append(sock)
+            else:
+                assert status == 503, status
+                assert headers["retry-after"] == "2"
+                refused += 1
+                sock.close()
+            if number % 50 == 49:
+                _well_behaved_requests_answer_in_time(server, "busy")
+        assert len(streaming) >= 200, (len(streaming), refused)
+        assert len(streaming) + refused == SLOW
+        _well_behaved_requests_answer_in_time(server, "busy")
+        # Every open stream is live: each receives the next event.
+        stored = requests.post(f"{server.url}/api/sessions/watched/events", json={"type": "status"}, timeout=10)
+        seq = stored.json()["seq"]
+        deadline = time.monotonic() + 20
+        for sock in streaming:
+            received = b""
+            while b"id: %d\n" % seq not in received:
+                ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"a stream did not receive seq {seq}: {received[-300:]!r}"
+                chunk = sock.recv(65536)
+                assert chunk, received
+                received += chunk
+    finally:
+        for sock in streaming:
+            sock.close()

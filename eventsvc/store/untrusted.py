@@ -12,12 +12,11 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from ..jsoncodec import MAX_DEPTH
+from ..jsoncodec import MAX_DEPTH, nesting_depth_exceeds
 
 CHUNK = 1 << 20
 DEFAULT_MAX_LINE = 1024 * 1024  # the service's default EVENTSVC_MAX_EVENT_BYTES
@@ -144,29 +143,6 @@ def bounded_lines(file: BinaryIO, *, max_line: int = DEFAULT_MAX_LINE, start: in
         yield offset, carry, len(carry), False
 
 
-_ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_STRING = re.compile(rb'"[^"]*"')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_INNERMOST = re.compile(rb"\[\]|\{\}")
-
-
-def nests_deeper(line: bytes, limit: int = MAX_DEPTH) -> bool:
-    """Whether brackets outside strings nest deeper than ``limit``; linear-time C passes, no recursion.
-
-    Escapes go first (so every quote left delimits a string), then strings, then all but brackets;
-    each pass that removes the innermost pairs peels one level. Unbalanced brackets count as deep:
-    such a line is not JSON either.
-    """
-    if line.count(b"[") + line.count(b"{") <= limit:
-        return False
-    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", line)).translate(None, _NOT_BRACKETS)
-    for _ in range(limit):
-        if not brackets:
-            return False
-        brackets = _INNERMOST.sub(b"", brackets)
-    return bool(brackets)
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -180,11 +156,16 @@ class TooDeep(ValueError):
 
 def decode(line: bytes, *, limit: int = MAX_DEPTH) -> Any:
     """The JSON value of a log line; raises ValueError (UnicodeDecodeError, JSONDecodeError or
-    TooDeep) for anything the service would not have written. Never RecursionError."""
+    TooDeep) for anything the service would not have written. Never RecursionError: nesting is
+    bounded before parsing, and brackets that never close (which that check leaves to the
+    parser) are caught where the parser gives up."""
     text = line.decode("utf-8")
-    if nests_deeper(line, limit):
+    if line.count(b"[") + line.count(b"{") > limit and nesting_depth_exceeds(line, limit):
         raise TooDeep(f"nests deeper than {limit} levels")
-    return _decode(text)
+    try:
+        return _decode(text)
+    except RecursionError:
+        raise TooDeep(f"nests deeper than {limit} levels") from None
 
 
 def printable(text: str) -> str:

@@ -218,8 +218,8 @@ def audit_command(paths: tuple[Path, ...], data_dir: Path, output_format: str, s
     else:
         stdout.write(f"{'' if not summary.findings else chr(10)}audited {summary.sessions} sessions, "
                      f"{summary.segments} segments, {summary.events} events, {summary.runs} runs, "
-                     f"{summary.bytes} bytes, {summary.unexpected} unexpected entries: {summary.count(ERROR)} errors, {summary.count(WARNING)} warnings, "
-                     f"{summary.count(INFO)} information\n")
+                     f"{summary.bytes} bytes, {summary.unexpected} unexpected entries: {summary.count(ERROR)} errors, "
+                     f"{summary.count(WARNING)} warnings, {summary.count(INFO)} information\n")
         for code, count in sorted(summary.findings.items()):
             stdout.write(f"  {code:<26} {count:>8}  {CODES[code][0]}\n")
     stdout.flush()

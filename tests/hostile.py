@@ -296,8 +296,11 @@ def checksums(folder: Path) -> dict[str, tuple[str, str]]:
             if os.path.islink(path):
                 found[path] = ("link", os.readlink(path))
             elif os.path.isfile(path):
+                digest = hashlib.sha256()
                 with open(path, "rb") as file:
-                    found[path] = ("file", hashlib.sha256(file.read()).hexdigest())
+                    for chunk in iter(lambda: file.read(1 << 20), b""):
+                        digest.update(chunk)
+                found[path] = ("file", digest.hexdigest())
             else:
                 found[path] = ("other", "")
     return found

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,25 +39,34 @@ class Ran:
     peak_mb: float
 
 
+# ru_maxrss keeps the peak across exec, so a child forked from this (large) test process would
+# report this process's size: a small launcher spawns the tool and reports the tool's own peak.
+LAUNCHER = """
+import os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def run_tool(args: list[str], timeout: float = TIMEOUT) -> Ran:
     """Run ``eventsvc ARGS``; its peak memory comes from wait4's rusage, a hang past ``timeout`` fails."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen([str(EVENTSVC), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                   start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                os.killpg(process.pid, signal.SIGKILL)
-                os.wait4(process.pid, 0)
-                pytest.fail(f"eventsvc {' '.join(args)} did not finish within {timeout} s")
-            time.sleep(0.02)
-        process.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report"
+        process = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, str(report), str(EVENTSVC), *args],
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            pytest.fail(f"eventsvc {' '.join(args)} did not finish within {timeout} s")
+        returncode, peak_kib = map(int, report.read_text().split())
         out.seek(0)
         err.seek(0)
-        return Ran(process.returncode, out.read(), err.read(), usage.ru_maxrss / 1024)
+        return Ran(returncode, out.read(), err.read(), peak_kib / 1024)
 
 
 def tool_args(tool: str, data: Path, export_args: tuple[str, ...] = ()) -> list[str]:

@@ -24,8 +24,8 @@ from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from . import appends, reads, seals, segments, untrusted
 from .drafts import Draft, details_for_single, prepare
-from .index import (BUSY_TIMEOUT_MS, DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState, is_corruption,
-                    schema_problem, storage_error)
+from .index import (BUSY_TIMEOUT_MS, DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState,
+                    is_corruption, schema_problem, storage_error)
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, UnsafeFiles, catch_up, is_consistent
 from .watch import AppendWatcher

@@ -78,11 +78,11 @@ class RunSessionConflict(Conflict, errors.RunSessionConflict):
     code = "run_session_conflict"
 
 
-class Unauthorized(ClientError):
+class Unauthorized(ClientError, errors.Unauthorized):
     code = "unauthorized"
 
 
-class Forbidden(ClientError):
+class Forbidden(ClientError, errors.Forbidden):
     code = "forbidden"
 
 
@@ -90,20 +90,30 @@ class PayloadTooLarge(ClientError, errors.EventTooLarge):
     code = "payload_too_large"
 
 
-class UnsupportedMediaType(ClientError):
+class UnsupportedMediaType(ClientError, errors.UnsupportedMediaType):
     code = "unsupported_media_type"
+
+
+class RequestTimeout(ClientError, errors.RequestTimeout):
+    code = "request_timeout"
 
 
 class StorageUnavailable(ClientError, errors.StorageError):
     code = "storage_unavailable"
 
 
-class StoreBusy(StorageUnavailable):
+class StoreBusy(StorageUnavailable, errors.StoreBusy):
     code = "store_busy"
 
 
 class InsufficientStorage(StorageUnavailable, errors.StorageFull):
     code = "insufficient_storage"
+
+
+class TooManyStreams(ClientError, errors.TooManyStreams):
+    """The server's worker is at its cap of open streams; ``follow`` waits ``Retry-After`` and tries again."""
+
+    code = "too_many_streams"
 
 
 class ConnectionFailed(ClientError):
@@ -114,10 +124,11 @@ class ConnectionFailed(ClientError):
 
 _ERROR_BY_CODE: dict[str, type[ClientError]] = {cls.code: cls for cls in (
     ValidationFailed, BadRequest, NotFound, Conflict, SeqConflict, EventIdConflict, RunSessionConflict,
-    Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType, StorageUnavailable, StoreBusy,
-    InsufficientStorage)}
+    Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType, RequestTimeout, StorageUnavailable, StoreBusy,
+    InsufficientStorage, TooManyStreams)}
 _ERROR_BY_STATUS: dict[int, type[ClientError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 408: RequestTimeout, 409: Conflict,
+    413: PayloadTooLarge,
     415: UnsupportedMediaType, 422: ValidationFailed, 503: StorageUnavailable, 507: InsufficientStorage}
 
 

@@ -587,3 +587,18 @@ def test_tail_errors_exit_2_with_one_line(server, args, token, expected):
     assert process.returncode == 2
     assert out == ""
     assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_every_client_error_is_the_matching_server_error():
+    """Code written against the embedded store catches the client's errors unchanged: each client class
+    is also the eventsvc.errors class that the server raises for the same code."""
+    from eventsvc import client as client_module
+    server_classes: dict[str, type] = {}
+    for cls in vars(errors).values():  # in definition order: a code's base class comes first
+        if isinstance(cls, type) and issubclass(cls, errors.EventSvcError):
+            server_classes.setdefault(cls.code, cls)
+    for code, cls in client_module._ERROR_BY_CODE.items():
+        server = {"payload_too_large": errors.EventTooLarge, "storage_unavailable": errors.StorageError,
+                  "insufficient_storage": errors.StorageFull}.get(code, server_classes.get(code))
+        assert server is not None, f"no server-side class for {code}"
+        assert issubclass(cls, server), (cls, server)

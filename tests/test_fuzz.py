@@ -73,9 +73,11 @@ STATUS_OF = {
     "seq_conflict": 409,
     "event_id_conflict": 409,
     "run_session_conflict": 409,
+    "request_timeout": 408,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "validation_error": 422,
+    "too_many_streams": 503,
 }
 KEYS = ["type", "timestamp", "session_id", "run_id", "seq", "source", "event_id", "payload"]
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")

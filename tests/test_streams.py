@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -408,9 +409,12 @@ def test_keepalives_reach_a_run_stream_while_other_events_keep_the_session_busy(
 
 
 def test_a_disconnected_watcher_frees_its_thread(tmp_path: Path):
-    """One worker with two threads: two abandoned streams must not keep the server from answering."""
+    """One worker, three threads, two stream slots: two abandoned streams never keep the server from
+    answering (a thread is kept for short requests), and they give their slots back, so two new
+    streams start once the server has noticed (at their next keepalive write)."""
     server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
-                          env={"EVENTSVC_THREADS": "2", "EVENTSVC_SSE_KEEPALIVE": "0.3"})
+                          env={"EVENTSVC_THREADS": "3", "EVENTSVC_MAX_STREAMS": "2", "EVENTSVC_SSE_KEEPALIVE": "0.3"})
+    kept = []
     try:
         session_id = new_id("free")
         append(server.url, session_id, {"type": "status"})
@@ -418,12 +422,22 @@ def test_a_disconnected_watcher_frees_its_thread(tmp_path: Path):
             response = open_stream(stream_url(server.url, session_id=session_id), params={"since_seq": 1})
             next(raw_messages(response))
             response.close()
-        for _ in range(2):
+        assert requests.get(server.url + "/healthz", timeout=BOUND).json() == {"status": "ok"}
+        deadline = time.monotonic() + BOUND
+        while len(kept) < 2:
             response = open_stream(stream_url(server.url, session_id=session_id), params={"since_seq": 1})
-            next(raw_messages(response))
+            if response.status_code == 200:
+                next(raw_messages(response))
+                kept.append(response)
+                continue
+            assert response.status_code == 503 and response.json()["error"]["code"] == "too_many_streams"
             response.close()
+            assert time.monotonic() < deadline, "the abandoned streams never gave their slots back"
+            time.sleep(0.1)
         assert requests.get(server.url + "/healthz", timeout=BOUND).json() == {"status": "ok"}
     finally:
+        for response in kept:
+            response.close()
         server.stop()
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from .audit_checks import AuditError
 from .schemas import is_valid_id
 from .store import segments
-from .store.index import INDEX_FILE
 from .store.locks import LOCKS_DIR
 from .store.seals import SEAL_SUFFIX
 from .store.untrusted import kind
@@ -141,7 +140,9 @@ def _store_entries(data_dir: Path, unexpected: list[tuple[Path, str]]) -> Path |
             for lock in sorted(os.listdir(path)):
                 if _what(path / lock) != _REGULAR:
                     unexpected.append((path / lock, f"{_what(path / lock)} where a lock file is expected"))
-        elif _STORE_FILES.match(name) or name == LOCKS_DIR:
+        elif name == LOCKS_DIR:
+            unexpected.append((path, f"{what} where the store keeps its lock folder: not followed"))
+        elif _STORE_FILES.match(name):
             if what != _REGULAR:
                 unexpected.append((path, f"{what} where the store keeps a regular file: not followed, not read"))
         else:

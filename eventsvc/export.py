@@ -44,8 +44,10 @@ class StoredEvent:
 
 
 def segments_root(data_dir: Path) -> Path:
-    """``<data_dir>/segments``; raises NotADataFolder when it is not a directory."""
+    """``<data_dir>/segments``; raises NotADataFolder when it is not a directory, untrusted.NotRegular
+    when it is a link or special file."""
     root = Path(data_dir) / segments.SEGMENTS_DIR
+    untrusted.check_directory(root)  # a link to a folder elsewhere is refused, never followed
     if not root.is_dir():
         raise NotADataFolder(f"{data_dir} is not an eventsvc data folder (no segments/ inside)")
     return root

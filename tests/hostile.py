@@ -232,6 +232,14 @@ def _long_line(data: Path, outside: Path, session: str = HIT) -> None:
         file.write(b'"}\n')
 
 
+def _folder_link(name: str) -> Callable[..., None]:
+    def damage(data: Path, outside: Path, session: str = HIT) -> None:
+        shutil.move(data / name, outside / name)
+        (data / name).symlink_to(outside / name)
+
+    return damage
+
+
 def _stray_entries(data: Path, outside: Path, session: str = HIT) -> None:
     (data / "segments" / session / "notes.txt").write_text("not part of the log\n")
     (data / "segments" / "a file").write_text("not a session\n")
@@ -283,6 +291,10 @@ CASES: dict[str, Case] = {
                                          {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)}, whole_folder=True),
     "48 MiB line": Case(_long_line, "LINE_TOO_LONG", {"stats": (0,), "export": (2,), "reindex": (1,), "seal": (2,)},
                         heavy=True),
+    "segments folder is a link": Case(_folder_link("segments"), "UNEXPECTED_ENTRY",
+                                      {"stats": (2,), "export": (2,), **WRITERS_REFUSE}, whole_folder=True),
+    "locks folder is a link": Case(_folder_link("locks"), "UNEXPECTED_ENTRY", {**READ_ONLY_OK, **WRITERS_REFUSE},
+                                   whole_folder=True),
     "stray entries": Case(_stray_entries, "UNEXPECTED_ENTRY", {**READ_ONLY_OK, "reindex": (0,), "seal": (0,)}),
 }
 

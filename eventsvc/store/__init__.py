@@ -90,6 +90,11 @@ class EventStore:
                  event_types: EventTypeSet = EVENT_TYPES, io: segments.SegmentIO | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.segments_dir = self.data_dir / segments.SEGMENTS_DIR
+        for folder in (self.segments_dir, self.data_dir / LOCKS_DIR):
+            try:  # a folder from elsewhere: its own folders are never followed out of it
+                untrusted.check_directory(folder)
+            except untrusted.NotRegular as exc:
+                raise StorageError(f"{exc.filename} is {exc.what}, not a folder: this data folder is refused") from None
         self.segments_dir.mkdir(parents=True, exist_ok=True)
         self._segments_root = str(self.segments_dir)  # the hot path joins strings, not Paths
         self.fsync = fsync

@@ -101,8 +101,8 @@ def start_server(data_dir: Path, log_path: Path, *, workers: int = 2, env: dict[
         try:
             if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
                 return server
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or a worker still booting on a loaded machine: ask again
         time.sleep(0.1)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{server.log()}")

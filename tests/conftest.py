@@ -99,10 +99,10 @@ def start_server(data_dir: Path, log_path: Path, *, workers: int = 2, env: dict[
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.log()}")
         try:
-            if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
+            if requests.get(server.url + "/healthz", timeout=5).status_code == 200:
                 return server
-        except (requests.ConnectionError, requests.Timeout):
-            pass  # not listening yet, or a worker still booting on a loaded machine: ask again
+        except requests.RequestException:  # not listening yet, or still booting on a busy machine
+            pass
         time.sleep(0.1)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{server.log()}")

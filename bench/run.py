@@ -87,12 +87,14 @@ def main() -> int:
         common.ensure_store(scale)
 
     import bench_append
+    import bench_clients
     import bench_http
     import bench_json
     import bench_memory
     import bench_query
     import bench_recovery
     import bench_summaries
+    import bench_ui
 
     rows: list[Row] = []
     rows += guarded("figures 1-2: appends in process", bench_append.main)
@@ -108,7 +110,9 @@ def main() -> int:
     rows += guarded("figure 6: recovery", bench_recovery.main)
     rows += guarded("figure 7: audit CLI memory", lambda: [bench_memory.audit_row()])
     rows += guarded("figure 8: run and session summaries", bench_summaries.main)
+    rows += guarded("figure 9: batching emitters", bench_clients.main)
     rows += guarded("strict JSON reads (issue 11, item 9)", bench_json.main)
+    rows += guarded("figure 9: console session page", bench_ui.main)
     rows.sort(key=lambda row: row.figure.split()[0])
     ours_seconds = time.monotonic() - started
     others = other_scripts()

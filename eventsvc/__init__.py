@@ -1,25 +1,43 @@
-"""eventsvc: a durable event log for AI-agent backends, served over HTTP by Flask."""
+"""eventsvc: a durable event log for AI-agent backends, served over HTTP by Flask.
+
+The server stack (Flask, Peewee) is imported only when ``create_app`` or ``EventStore`` is
+used, so ``eventsvc.client`` works in an install without the ``server`` extra.
+"""
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from . import config as settings
 from .emitter import EventEmitter, run_scope
-from .store import EventStore
-from .tokens import tokens_from_config
-from .types import build_registry
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .store import EventStore
 
 __all__ = ["EventEmitter", "EventStore", "create_app", "run_scope"]
 
 log = logging.getLogger(__name__)
 
 
+def __getattr__(name: str) -> Any:
+    if name == "EventStore":
+        from .store import EventStore
+
+        return EventStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Wire settings, the store, the blueprints and the error handlers; decides nothing itself."""
+    from flask import Flask
+
+    from . import config as settings
+    from .store import EventStore
+    from .tokens import tokens_from_config
+    from .types import build_registry
+
     app = Flask(__name__)
     app.config.update(settings.load(config))
     _configure_logging(app.config["LOG_LEVEL"])
@@ -40,8 +58,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     tokens = tokens_from_config(app.config)  # ValueError: a token setting that yields no token
 
     from .api import register
+    from .ui import init_app as init_console
 
     register(app, tokens)
+    init_console(app, tokens)
     return app
 
 

@@ -86,7 +86,7 @@ SETTINGS = (
     Setting("THREADS", 128, _positive_int,
             "threads per gunicorn worker (make run): each open event stream holds one"),
     Setting("MAX_STREAMS", 0, _count,
-            "open event streams and long-polls per worker (0: THREADS less a reserve of THREADS/8 for short "
+            "open event streams and long-polls per worker (0: THREADS less a reserve of THREADS/16 for short "
             "requests); beyond it, 503 too_many_streams"),
     Setting("HEADER_TIMEOUT", 10.0, _positive_float,
             "seconds a connection may take to send its request headers before it is closed"),
@@ -94,6 +94,7 @@ SETTINGS = (
             "seconds a request body may stall (no byte arriving) before the request fails with 408"),
     Setting("MAX_CONNECTIONS", 1000, _positive_int, "open connections per worker (make run), idle ones included"),
     Setting("LOG_LEVEL", "info", _log_level, "log level of the service and gunicorn"),
+    Setting("UI", True, _flag, "0: no web console; /ui/ is then 404"),
 )
 
 
@@ -104,7 +105,7 @@ def stream_limit(config: Mapping[str, Any]) -> int:
     use, so no number of watchers can starve them. Raises ValueError for a limit that leaves none.
     """
     threads = int(config["THREADS"])
-    limit = int(config["MAX_STREAMS"]) or threads - max(1, threads // 8)
+    limit = int(config["MAX_STREAMS"]) or threads - max(1, threads // 16)
     if limit >= threads:
         raise ValueError(f"EVENTSVC_MAX_STREAMS={limit} must be below EVENTSVC_THREADS={threads}: "
                          "short requests need threads of their own")

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from .errors import EventSvcError
-from .store.untrusted import DEFAULT_MAX_LINE, printable
+from .printable import printable
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 SERVER_STACK = frozenset({"flask", "werkzeug", "peewee", "marshmallow", "gunicorn"})  # the `server` extra
@@ -71,6 +71,8 @@ def segment_size(path: Path) -> int:
 
 def max_line() -> int:
     """The longest line the tools parse: the service's EVENTSVC_MAX_EVENT_BYTES (its default if unset or bad)."""
+    from .store.untrusted import DEFAULT_MAX_LINE
+
     try:
         return max(1, int(os.environ.get("EVENTSVC_MAX_EVENT_BYTES", "")))
     except ValueError:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..jsoncodec import MAX_DEPTH, nesting_depth_exceeds
+from ..printable import printable
+
 
 CHUNK = 1 << 20
 DEFAULT_MAX_LINE = 1024 * 1024  # the service's default EVENTSVC_MAX_EVENT_BYTES
@@ -166,19 +168,3 @@ def decode(line: bytes, *, limit: int = MAX_DEPTH) -> Any:
         return _decode(text)
     except RecursionError:
         raise TooDeep(f"nests deeper than {limit} levels") from None
-
-
-def printable(text: str) -> str:
-    """``text`` with every control, format or unpaired-surrogate character escaped (``\\n``,
-    ``\\x1b``, ``\\udcff`` for a byte of a name that is not UTF-8), so output from a folder
-    cannot forge lines or drive the terminal."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else _escape_char(char) for char in text)
-
-
-def _escape_char(char: str) -> str:
-    code = ord(char)
-    if char in "\n\r\t":
-        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char]
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

@@ -46,8 +46,8 @@ def one_line_errors(command: Callable) -> Callable:
             fail(exc.message)
         except OSError as exc:
             fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
-        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
-            raise
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, ImportError):
+            raise  # a missing server-stack module is worded by the group ("needs the server extra")
         except Exception as exc:  # never a traceback: a folder from elsewhere may hold anything
             fail(f"unexpected {type(exc).__name__}: {exc}")
 

@@ -177,12 +177,14 @@ def test_counters_move_by_exactly_the_traffic_summed_over_both_workers(tmp_path)
 
         # An open stream counts while it is open: until its client goes away, or its worker dies.
         stream = requests.get(f"{server.url}/api/sessions/m-0/events/stream", stream=True, timeout=10)
-        assert next(stream.iter_lines()) == b"retry: 2000"
+        lines = stream.iter_lines()  # kept: a dropped line iterator closes the stream when collected
+        assert next(lines) == b"retry: 2000"
         wait_for(lambda: value(scrape(), "eventsvc_open_streams") == 1, "the stream to count")
         stream.close()
         wait_for(lambda: value(scrape(), "eventsvc_open_streams") == 0, "the closed stream to stop counting")
         stream = requests.get(f"{server.url}/api/sessions/m-0/events/stream", stream=True, timeout=10)
-        assert next(stream.iter_lines()) == b"retry: 2000"
+        lines = stream.iter_lines()  # kept: a dropped line iterator closes the stream when collected
+        assert next(lines) == b"retry: 2000"
         wait_for(lambda: value(scrape(), "eventsvc_open_streams") == 1, "the stream to count")
         for pid in worker_pids(server.process.pid):
             os.kill(pid, signal.SIGKILL)

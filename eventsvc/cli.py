@@ -338,3 +338,29 @@ def tail(session_id: str | None, run_id: str | None, url: str, since_seq: int, p
 
 if __name__ == "__main__":
     main()
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+@main.group("db")
+def db() -> None:
+    """Prepare a PostgreSQL database for EVENTSVC_DATABASE_URL."""
+
+
+@db.command("upgrade")
+@click.argument("url", metavar="URL")
+@one_line_errors
+def db_upgrade(url: str) -> None:
+    """Create the eventsvc schema in the database at URL, or migrate it to this version (safe to repeat)."""
+    from .config import is_database_url
+
+    if not is_database_url(url):
+        fail("URL must start with postgresql:// (or postgres://)")
+    from .store.postgres import upgrade, where
+
+    before, after = upgrade(url)
+    if before == after:
+        click.echo(f"{where(url)}: schema version {after}, already current")
+    else:
+        click.echo(f"{where(url)}: schema version {before or 'none'} -> {after}")

@@ -56,6 +56,18 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _database_url(value: str) -> str:
+    url = value.strip()
+    if url and not is_database_url(url):
+        raise ValueError("must be a postgresql:// (or postgres://) URL, or empty for the files backend")
+    return url
+
+
+def is_database_url(target: object) -> bool:
+    """Whether a store target names a PostgreSQL database rather than a data folder."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -94,6 +106,12 @@ SETTINGS = (
             "seconds a request body may stall (no byte arriving) before the request fails with 408"),
     Setting("MAX_CONNECTIONS", 1000, _positive_int, "open connections per worker (make run), idle ones included"),
     Setting("LOG_LEVEL", "info", _log_level, "log level of the service and gunicorn"),
+    Setting("DATABASE_URL", "", _database_url,
+            "postgresql://... : store events in PostgreSQL instead of DATA_DIR (prepare it with `eventsvc db upgrade`)"),
+    Setting("DB_POOL_SIZE", 10, _positive_int, "PostgreSQL connections per worker process, at most"),
+    Setting("DB_CONNECT_TIMEOUT", 5.0, _positive_float,
+            "seconds to connect to PostgreSQL or wait for a pooled connection before answering 503"),
+    Setting("DB_STATEMENT_TIMEOUT", 30.0, _positive_float, "seconds one PostgreSQL statement may run"),
 )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import RunNotFound, SessionNotFound
-from .store import EventStore, Page
+from .store.base import Page, Store
 from .types import RUN_TERMINAL_TYPES
 
 HISTORY_PAGE = 500
@@ -37,7 +37,7 @@ class End:
     last_seq: int
 
 
-def resolve(store: EventStore, *, session_id: str | None, run_id: str | None, wait: float) -> str:
+def resolve(store: Store, *, session_id: str | None, run_id: str | None, wait: float) -> str:
     """The session to read (the run's, for a run); waits up to ``wait`` seconds for it to appear.
 
     Raises SessionNotFound or RunNotFound when it does not appear in time.
@@ -59,7 +59,7 @@ def resolve(store: EventStore, *, session_id: str | None, run_id: str | None, wa
     return session_id
 
 
-def long_poll(store: EventStore, session_id: str, *, run_id: str | None, since_seq: int, limit: int,
+def long_poll(store: Store, session_id: str, *, run_id: str | None, since_seq: int, limit: int,
               wait: float) -> Page:
     """A page after ``since_seq``; if empty, waits up to ``wait`` seconds for one to exist."""
     deadline = time.monotonic() + wait
@@ -75,7 +75,7 @@ def long_poll(store: EventStore, session_id: str, *, run_id: str | None, since_s
     return page
 
 
-def subscribe(store: EventStore, session_id: str, *, run_id: str | None, since_seq: int,
+def subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: int,
               until_seq: int | None, keepalive: float) -> Iterator[Delivery | KeepAlive | End]:
     """History after ``since_seq``, then each new event as it is appended.
 
@@ -118,7 +118,7 @@ def subscribe(store: EventStore, session_id: str, *, run_id: str | None, since_s
         store.wait_for_events(session_id, max(known_last, cursor), keepalive - quiet_for)
 
 
-def _run_ended_before(store: EventStore, session_id: str, run_id: str, cursor: int) -> bool:
+def _run_ended_before(store: Store, session_id: str, run_id: str, cursor: int) -> bool:
     """Whether the run's terminal event is at or before ``cursor`` (a resume after the end)."""
     terminal = store.run_terminal_seq(session_id, run_id)
     return terminal is not None and terminal <= cursor

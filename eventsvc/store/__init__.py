@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 
+from ..config import is_database_url
 from ..errors import RunNotFound, SessionNotFound, StorageError, ValidationFailed
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
@@ -28,6 +29,9 @@ from .index import (DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, Se
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, catch_up, is_consistent
 from .watch import AppendWatcher
+
+if TYPE_CHECKING:
+    from .base import Store
 
 log = logging.getLogger(__name__)
 
@@ -431,4 +435,18 @@ def _remove_database(path: Path) -> None:
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
-__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport"]
+__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport", "open_store"]
+
+
+def open_store(target: str | os.PathLike[str], **options: Any) -> Store:
+    """The store at ``target``: a ``postgresql://`` URL opens PostgresStore, anything else a data folder.
+
+    ``options`` go to the backend's constructor (``fsync``, ``segment_bytes`` for files;
+    ``pool_size``, ``connect_timeout``, ``statement_timeout`` for PostgreSQL; ``max_event_bytes``
+    and ``event_types`` for both).
+    """
+    if is_database_url(target):
+        from .postgres import PostgresStore  # psycopg is needed only by those who use it
+
+        return PostgresStore(str(target), **options)
+    return EventStore(target, **options)

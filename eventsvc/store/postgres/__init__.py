@@ -180,7 +180,7 @@ def _page(session_id: str, rows: list[tuple[int, str]], limit: int) -> Page:
 
 def upgrade(url: str, *, connect_timeout: float = 5.0) -> tuple[int | None, int]:
     """Create or migrate the schema of the database at ``url``; returns (version before, version after)."""
-    conn = connect(url, Options(pool_size=1, connect_timeout=connect_timeout, statement_timeout=0))
+    conn = connect(url, Options(pool_size=1, connect_timeout=connect_timeout, statement_timeout=0), say_why=True)
     try:
         return schema.upgrade(conn)
     except psycopg.Error as exc:
@@ -189,4 +189,4 @@ def upgrade(url: str, *, connect_timeout: float = 5.0) -> tuple[int | None, int]
         conn.close()
 
 
-__all__ = ["PostgresStore", "SchemaMismatch", "upgrade"]
+__all__ = ["PostgresStore", "SchemaMismatch", "upgrade", "where"]

@@ -47,11 +47,15 @@ def connection_kwargs(options: Options) -> dict[str, Any]:
     }
 
 
-def connect(url: str, options: Options, *, autocommit: bool = False) -> psycopg.Connection:
-    """One connection outside the pool (the listener, upgrades, tools)."""
+def connect(url: str, options: Options, *, autocommit: bool = False, say_why: bool = False) -> psycopg.Connection:
+    """One connection outside the pool (the listener, upgrades, tools); ``say_why`` puts the driver's reason
+    in the error's message (for an operator's command, not for an HTTP client)."""
     try:
         return psycopg.connect(url, autocommit=autocommit, **connection_kwargs(options))
     except psycopg.Error as exc:
+        if say_why:
+            reason = str(exc).strip().splitlines()[-1]
+            raise StorageError(f"the database {where(url)} is unavailable: {reason}") from None
         raise unreachable(url, exc) from None
 
 
@@ -65,7 +69,7 @@ def open_pool(url: str, options: Options) -> ConnectionPool:
 
 
 def unreachable(url: str, exc: Exception) -> StorageError:
-    log.error("PostgreSQL at %s: %s", where(url), exc)
+    log.warning("PostgreSQL at %s: %s", where(url), exc)
     return StorageError(f"the database {where(url)} is unavailable; retry shortly")
 
 

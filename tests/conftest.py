@@ -44,6 +44,22 @@ def store(data_dir: Path) -> Iterator[EventStore]:
 
 
 @pytest.fixture
+def mixed_session(store: EventStore) -> EventStore:
+    """s1: a legacy event, two runs interleaved, legacy events carrying and lacking a run_id."""
+    for event in [
+        {"type": "user_message", "payload": {"text": "hi"}},           # 1
+        {"type": "run_started", "run_id": "r1"},                        # 2
+        {"type": "run_started", "run_id": "r2"},                        # 3
+        {"type": "tool_call", "run_id": "r1", "payload": {"n": 1}},     # 4
+        {"type": "assistant_message", "payload": {"text": "ok"}},       # 5
+        {"type": "verify_pass", "run_id": "r2"},                        # 6
+        {"type": "run_completed", "run_id": "r1"},                      # 7
+    ]:
+        store.append("s1", event)
+    return store
+
+
+@pytest.fixture
 def app(data_dir: Path):
     return create_app({"DATA_DIR": str(data_dir)})
 
@@ -128,3 +144,25 @@ def serve(tmp_path: Path) -> Iterator:
     yield _serve
     for server in started:
         server.stop()
+
+
+# -- PostgreSQL (see tests/postgres_db.py) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """This module's own database with the current schema; dropped after its last test."""
+    from postgres_db import create_database, drop_database
+
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The module's database, emptied for this test."""
+    from postgres_db import empty
+
+    empty(pg_database)
+    return pg_database

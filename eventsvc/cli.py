@@ -336,10 +336,6 @@ def tail(session_id: str | None, run_id: str | None, url: str, since_seq: int, p
         client.close()
 
 
-if __name__ == "__main__":
-    main()
-
-
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
@@ -364,3 +360,8 @@ def db_upgrade(url: str) -> None:
         click.echo(f"{where(url)}: schema version {after}, already current")
     else:
         click.echo(f"{where(url)}: schema version {before or 'none'} -> {after}")
+
+
+
+if __name__ == "__main__":
+    main()

@@ -56,6 +56,7 @@ def append_transaction(conn: psycopg.Connection, session_id: str, drafts: list[D
     event_ids = [draft.event_id for draft in drafts]
     run_ids = sorted({draft.run_id for draft in drafts if draft.run_id is not None})
     try:
+        # Pipelined: BEGIN, the lock and the state read travel together, then the write and COMMIT.
         with conn.transaction():
             conn.execute(_LOCK, (session_id,))
             last_seq, stored, owners = conn.execute(

@@ -33,26 +33,56 @@ def url_of(name: str) -> str:
 def create_database(*, upgraded: bool = True) -> str:
     """A new empty UTF8 database (with the eventsvc schema unless told otherwise); returns its URL.
 
-    Skips the calling test (one reason, one line in the summary) when no server answers.
+    Skips the calling test when no server answers (fails it under EVENTSVC_TEST_REQUIRE_POSTGRES=1).
     """
-    if _unreachable and not REQUIRED:
-        pytest.skip(_unreachable[0])
+    url = try_create_database(upgraded=upgraded)
+    if url is None:
+        skip_unreachable()
+    return url
+
+
+def try_create_database(*, upgraded: bool = True) -> str | None:
+    """``create_database``, or None when no server answers."""
+    if _unreachable:
+        return None
     name = f"eventsvc_test_{secrets.token_hex(6)}"
     try:
         with _admin() as conn:
             conn.execute(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
     except Exception as exc:  # noqa: BLE001 - any failure to reach the server is the same verdict
-        reason = f"PostgreSQL not reachable at EVENTSVC_TEST_DATABASE_URL ({type(exc).__name__})"
-        if REQUIRED:
-            pytest.fail(f"{reason}: {exc}")
-        _unreachable.append(reason)
-        pytest.skip(reason)
+        _unreachable.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+        return None
     url = url_of(name)
     if upgraded:
         from eventsvc.store.postgres import upgrade
 
         upgrade(url)
     return url
+
+
+def unreachable_reason() -> str | None:
+    """Why no PostgreSQL test can run here (one connection attempt per test run), or None."""
+    if not _unreachable:
+        try:
+            _admin().close()
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the server is the same verdict
+            _unreachable.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+    return f"PostgreSQL not reachable at EVENTSVC_TEST_DATABASE_URL ({_unreachable[0]})" if _unreachable else None
+
+
+def needs_postgres(item: pytest.Item) -> bool:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    return bool({"pg_url", "pg_database"} & fixtures) or (callspec is not None and
+                                                         callspec.params.get("backend") == "postgres")
+
+
+def skip_unreachable() -> None:
+    """The one place these tests skip from, so pytest's summary folds them into one line."""
+    reason = f"PostgreSQL not reachable at EVENTSVC_TEST_DATABASE_URL ({_unreachable[0]})"
+    if REQUIRED:
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def drop_database(url: str) -> None:

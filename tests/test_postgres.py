@@ -59,7 +59,7 @@ def test_stored_text_is_the_files_backend_line(pg_store, pg_url, tmp_path):
         files.close()
 
 
-def test_a_database_without_the_schema_is_refused_naming_the_upgrade_command():
+def test_a_database_without_the_schema_is_refused_naming_the_upgrade_command(pg_database):
     url = create_database(upgraded=False)
     try:
         with pytest.raises(SchemaMismatch, match=r"eventsvc db upgrade URL"):
@@ -96,7 +96,7 @@ def test_database_url_selects_postgres_in_create_app(pg_url, tmp_path):
     app.extensions["eventsvc.store"].close()
 
 
-def test_unreachable_server_is_a_503_and_nothing_else(tmp_path):
+def test_unreachable_server_is_a_503_and_nothing_else(pg_database, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there

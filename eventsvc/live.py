@@ -11,12 +11,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import RunNotFound, SessionNotFound
+from .errors import RunNotFound, SessionNotFound, StorageError
 from .store.base import Page, Store
 from .types import RUN_TERMINAL_TYPES
 
 HISTORY_PAGE = 500
 _RUN_APPEAR_POLL = 0.1
+_STORAGE_RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,27 @@ def long_poll(store: Store, session_id: str, *, run_id: str | None, since_seq: i
 
 def subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: int,
               until_seq: int | None, keepalive: float) -> Iterator[Delivery | KeepAlive | End]:
+    """``_subscribe``, kept open while the store is away (PostgreSQL restarting, a failing disk).
+
+    Keepalives flow meanwhile; once the store answers, reading goes on from the last seq
+    delivered, so an outage neither skips nor repeats an event.
+    """
+    cursor = since_seq
+    while True:
+        try:
+            for item in _subscribe(store, session_id, run_id=run_id, since_seq=cursor, until_seq=until_seq,
+                                   keepalive=keepalive):
+                if isinstance(item, Delivery):
+                    cursor = item.seq
+                yield item
+            return
+        except StorageError:
+            yield KeepAlive()
+            time.sleep(min(keepalive, _STORAGE_RETRY))
+
+
+def _subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: int,
+               until_seq: int | None, keepalive: float) -> Iterator[Delivery | KeepAlive | End]:
     """History after ``since_seq``, then each new event as it is appended.
 
     A run's subscription ends after the run's terminal event; any subscription ends once

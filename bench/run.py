@@ -91,6 +91,7 @@ def main() -> int:
     import bench_json
     import bench_memory
     import bench_query
+    import bench_postgres
     import bench_recovery
 
     rows: list[Row] = []
@@ -107,6 +108,7 @@ def main() -> int:
     rows += guarded("figure 6: recovery", bench_recovery.main)
     rows += guarded("figure 7: audit CLI memory", lambda: [bench_memory.audit_row()])
     rows += guarded("strict JSON reads (issue 11, item 9)", bench_json.main)
+    rows += guarded("figure 8: the PostgreSQL backend", bench_postgres.main)
     rows.sort(key=lambda row: row.figure.split()[0])
     ours_seconds = time.monotonic() - started
     others = other_scripts()

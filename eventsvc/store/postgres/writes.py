@@ -21,10 +21,11 @@ CHANNEL = "eventsvc_appends"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 _STATE = """
 SELECT (SELECT last_seq FROM session WHERE session_id = %(session)s),
-       ARRAY(SELECT envelope FROM event WHERE session_id = %(session)s AND event_id = ANY(%(event_ids)s)),
-       ARRAY(SELECT ARRAY[run_id, session_id] FROM run WHERE run_id = ANY(%(run_ids)s))
+       ARRAY(SELECT envelope FROM event WHERE session_id = %(session)s AND event_id = ANY(%(event_ids)b)),
+       ARRAY(SELECT ARRAY[run_id, session_id] FROM run WHERE run_id = ANY(%(run_ids)b))
 """
 # Parent rows first, in CTEs of the same statement: the foreign keys are checked at its end.
+# Arrays travel in binary (%b): the text format would escape every quote of every envelope.
 _WRITE = """
 WITH touched AS (
     INSERT INTO session (session_id, last_seq) VALUES (%(session)s, %(last_seq)s)
@@ -32,14 +33,14 @@ WITH touched AS (
     RETURNING session_id
 ), claimed AS (
     INSERT INTO run (run_id, session_id, first_seq)
-    SELECT run_id, %(session)s, first_seq FROM unnest(%(run_ids)s::text[], %(first_seqs)s::bigint[])
+    SELECT run_id, %(session)s, first_seq FROM unnest(%(run_ids)b::text[], %(first_seqs)b::bigint[])
         AS claim(run_id, first_seq)
     RETURNING run_id
 ), stored AS (
     INSERT INTO event (session_id, seq, run_id, type, event_id, "timestamp", envelope)
     SELECT %(session)s, seq, run_id, type, event_id, ts, envelope
-    FROM unnest(%(seqs)s::bigint[], %(run_ids_of_events)s::text[], %(types)s::text[], %(event_ids)s::text[],
-                %(timestamps)s::text[], %(envelopes)s::text[]) AS e(seq, run_id, type, event_id, ts, envelope)
+    FROM unnest(%(seqs)b::bigint[], %(run_ids_of_events)b::text[], %(types)b::text[], %(event_ids)b::text[],
+                %(timestamps)b::text[], %(envelopes)b::text[]) AS e(seq, run_id, type, event_id, ts, envelope)
     RETURNING seq
 )
 SELECT pg_notify(%(channel)s, %(last_seq)s::text || ' ' || %(session)s),

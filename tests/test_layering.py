@@ -76,3 +76,19 @@ def test_api_never_reaches_into_segments_or_index(forbidden):
 @pytest.mark.parametrize(("forbidden",), [("flask",), ("eventsvc.api",)])
 def test_cli_never_imports_flask_views(forbidden):
     assert reaches(imports_of(PACKAGE / "cli.py"), forbidden) == []
+
+
+@pytest.mark.parametrize(("forbidden",), [("flask",), ("werkzeug",), ("click",), ("eventsvc.api",),
+                                          ("eventsvc.store.segments",), ("eventsvc.store.index",)])
+def test_ops_use_stores_through_their_interface_never_the_web(forbidden):
+    files = python_files(PACKAGE / "ops")
+    assert files
+    offenders = {module_name(path): reaches(imports_of(path), forbidden) for path in files}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize(("folder",), [("api",), ("ops",)])
+def test_only_the_store_knows_postgres(folder):
+    offenders = {module_name(path): reaches(imports_of(path), "psycopg") + reaches(imports_of(path), "psycopg_pool")
+                 for path in python_files(PACKAGE / folder)}
+    assert {name: found for name, found in offenders.items() if found} == {}

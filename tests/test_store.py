@@ -11,14 +11,7 @@ from pathlib import Path
 import pytest
 
 from eventsvc import EventStore
-
-KEYS = ["type", "timestamp", "session_id", "run_id", "seq", "source", "event_id", "payload"]
-
-
-def files_snapshot(data_dir: Path) -> dict[str, bytes]:
-    """Every file under segments/, by relative path, with its bytes."""
-    root = data_dir / "segments"
-    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+from test_contract import read_all_by_paging, seqs
 
 
 def segment_paths(data_dir: Path, session_id: str) -> list[Path]:
@@ -35,24 +28,7 @@ def log_lines(data_dir: Path, session_id: str) -> list[bytes]:
     return lines
 
 
-def seqs(events: list[dict]) -> list[int]:
-    return [event["seq"] for event in events]
-
-
-def read_all_by_paging(read, limit: int) -> list[dict]:
-    """Follow since_seq from page to page until a page comes back empty."""
-    collected: list[dict] = []
-    since_seq = 0
-    while True:
-        page = read(since_seq=since_seq, limit=limit)
-        assert len(page) <= limit
-        if not page:
-            return collected
-        collected.extend(page)
-        since_seq = page[-1]["seq"]
-
-
-# -- seqs --------------------------------------------------------------------------------------
+# -- the data folder ----------------------------------------------------------------------------
 
 def test_store_creates_its_data_dir(tmp_path):
     data_dir = tmp_path / "deep" / "er" / "data"

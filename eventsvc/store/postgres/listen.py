@@ -47,6 +47,9 @@ class NotifyWatcher(AppendWatcher):
             except (StorageError, psycopg.Error) as exc:
                 if not self._closed:
                     log.warning("LISTEN connection lost (%s); reconnecting", exc)
+            except Exception:  # noqa: BLE001 - whatever happens, waiters must keep being woken
+                log.exception("LISTEN thread failed; reconnecting")
+                time.sleep(pause)
             finally:
                 conn.close()
 
@@ -56,7 +59,8 @@ class NotifyWatcher(AppendWatcher):
         while not self._closed:
             for notify in conn.notifies(timeout=_POLL):
                 seq, _, session_id = notify.payload.partition(" ")
-                self.appended(session_id, int(seq))
+                if seq.isascii() and seq.isdigit():  # anyone with access may NOTIFY this channel
+                    self.appended(session_id, int(seq))
 
     def _catch_up(self) -> None:
         with self._changed:

@@ -168,3 +168,16 @@ def test_several_processes_appending_to_one_session_get_contiguous_seqs(pg_url):
     assert all(seq == stored for seq, _, stored in rows)
     assert sorted(row[1] for row in rows) == sorted(f"w{n}-{k}" for n in range(writers) for k in range(count))
     assert psql(pg_url, "SELECT last_seq FROM session WHERE session_id = 'shared'") == [(writers * count,)]
+
+
+def test_gunicorn_refuses_to_start_on_a_database_without_the_schema(pg_database, tmp_path):
+    from conftest import start_server
+
+    url = create_database(upgraded=False)
+    try:
+        with pytest.raises(RuntimeError, match="exited") as caught:
+            start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
+                         env={"EVENTSVC_DATABASE_URL": url})
+        assert "eventsvc db upgrade URL" in str(caught.value)
+    finally:
+        drop_database(url)

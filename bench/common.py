@@ -142,9 +142,9 @@ def input_event(run_id: str | None, n: int, *, last: bool = False) -> dict:
     return {"type": "assistant_message", "run_id": run_id, "payload": {"text": _TEXT}}
 
 
-def run_events(run_id: str) -> list[dict]:
-    """One run: created, started, 97 steps, completed (100 events)."""
-    return [input_event(run_id, n, last=n == EVENTS_PER_RUN - 1) for n in range(EVENTS_PER_RUN)]
+def run_events(run_id: str, *, running: bool = False) -> list[dict]:
+    """One run: created, started, 97 steps, completed (100 events); ``running``: 98 steps, not completed."""
+    return [input_event(run_id, n, last=n == EVENTS_PER_RUN - 1 and not running) for n in range(EVENTS_PER_RUN)]
 
 
 def stored_envelope(event: dict, session_id: str, seq: int, *, source: str = "bench") -> dict:
@@ -180,7 +180,7 @@ def _store_format() -> dict:
     from eventsvc.store import index
 
     return {"schema": index.SCHEMA_VERSION, "sessions": SCALES, "events_per_session": EVENTS_PER_SESSION,
-            "generator": 1}
+            "generator": 2}
 
 
 def ensure_store(scale: str) -> Path:
@@ -206,8 +206,10 @@ def ensure_store(scale: str) -> Path:
     try:
         for number in range(1, sessions + 1):
             small = scale == WIDE_SCALE and number <= sessions - WIDE_FULL_SESSIONS
+            # Each session's last run is still running: a tenth of the runs, for the run listings.
             events = [event for run in range(1, RUNS_PER_SESSION + 1)
-                      for event in run_events(run_name(number, run))][:WIDE_EVENTS_PER_SESSION if small else None]
+                      for event in run_events(run_name(number, run), running=run == RUNS_PER_SESSION)
+                      ][:WIDE_EVENTS_PER_SESSION if small else None]
             store.append_many(session_name(number), events, default_source="bench")
             if number % 500 == 0:
                 say(f"  {number:,} sessions, {time.monotonic() - started:.0f} s")

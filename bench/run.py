@@ -93,6 +93,7 @@ def main() -> int:
     import bench_query
     import bench_postgres
     import bench_recovery
+    import bench_summaries
 
     rows: list[Row] = []
     rows += guarded("figures 1-2: appends in process", bench_append.main)
@@ -107,6 +108,7 @@ def main() -> int:
     rows += guarded("figure 5: query scale and cold cache", bench_query.main)
     rows += guarded("figure 6: recovery", bench_recovery.main)
     rows += guarded("figure 7: audit CLI memory", lambda: [bench_memory.audit_row()])
+    rows += guarded("figure 8: run and session summaries", bench_summaries.main)
     rows += guarded("strict JSON reads (issue 11, item 9)", bench_json.main)
     rows += guarded("figure 8: the PostgreSQL backend", bench_postgres.main)
     rows.sort(key=lambda row: row.figure.split()[0])

@@ -26,6 +26,7 @@ from .audit_checks import AuditError, Lifecycle, SealCheck, SeqSpans, usable_fie
 from .audit_index import IndexCheck
 from .schemas import StoredEnvelopeSchema, stored_envelope_is_valid
 from .store import seals, segments
+from .summaries import RunSummary, SessionSummary, fold
 from .types import EVENT_TYPES, EventTypeSet
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -48,6 +49,7 @@ CODES: dict[str, tuple[str, str]] = {
     "INDEX_MISSING_ROW": (ERROR, "an event, run or session in the log that the index lacks"),
     "INDEX_EXTRA_ROW": (ERROR, "an index row with nothing in the log behind it"),
     "INDEX_WRONG_BYTES": (ERROR, "an index row that points at other bytes than the log holds"),
+    "INDEX_WRONG_SUMMARY": (ERROR, "a run or session summary in the index that differs from one folded from the log"),
     "LIFECYCLE_BEFORE_CREATED": (WARNING, "a run's event before its run_created"),
     "LIFECYCLE_TRANSITION": (WARNING, "a run lifecycle step the lifecycle graph does not allow"),
     "LIFECYCLE_AFTER_TERMINAL": (WARNING, "a run's event after its run_completed, run_failed or run_cancelled"),
@@ -250,6 +252,9 @@ class _SessionAudit:
         self.unreadable = 0  # lines since the last usable seq that had none
         self.seals = SealCheck(unit.session_dir, self.emit)
         self.end: tuple[int, int] = (0, 0)  # (last base, bytes of complete lines in it)
+        # With the index check of a whole session: its summaries, folded from the valid lines as read.
+        self.summary = SessionSummary(self.session_id) if index is not None and unit.whole else None
+        self.run_summaries: dict[str, RunSummary] = {}
 
     def run(self) -> None:
         auditor, unit = self.auditor, self.unit
@@ -271,6 +276,8 @@ class _SessionAudit:
         if self.index is not None:
             top = max(self.expected - 1, 0)
             self.index.end(self.run_first_seq if unit.whole else None, (top, *self.end) if unit.whole else None)
+            if self.summary is not None:
+                self.index.summaries(self.summary, self.run_summaries)
 
     def _segment(self, path: Path) -> None:
         base = segments.parse_base(path.name)
@@ -288,6 +295,7 @@ class _SessionAudit:
         event_types = auditor.event_types
         event_ids, run_owners, run_first_seq = self.event_ids, auditor.run_owners, self.run_first_seq
         lifecycle, index = self.lifecycle, self.index
+        summary, run_summaries = self.summary, self.run_summaries
         expected, unreadable = self.expected, self.unreadable
         name_checked = base is None
         mismatched: list[Any] = []  # [first line, its session_id, count] for SESSION_MISMATCH
@@ -313,6 +321,8 @@ class _SessionAudit:
                     if is_valid(obj, event_types):
                         seq, sid, event_id, run_id, type_ = (obj["seq"], obj["session_id"], obj["event_id"],
                                                              obj["run_id"], obj["type"])
+                        if summary is not None:
+                            fold(summary, run_summaries, ((seq, run_id, type_, obj["timestamp"]),))
                     else:
                         emit(name, line_no, "INVALID_ENVELOPE", self._envelope_problem(obj))
                         seq, sid, event_id, run_id, type_ = usable_fields(obj, event_types)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import lifecycle
 from .errors import EventSvcError
 from .schemas import is_valid_id
 from .store import seals, segments
@@ -117,27 +118,11 @@ class SeqSpans:
 
 # -- run lifecycles --------------------------------------------------------------------------------
 
-NONE, CREATED, RUNNING, WAITING, TERMINAL = range(5)
-# type -> (states it may follow, state it leads to): run_created -> run_started ->
-# (run_waiting_input -> run_resumed)* -> run_completed | run_failed | run_cancelled; cancel from any live state.
-STEPS: dict[str, tuple[frozenset[int], int]] = {
-    "run_created": (frozenset({NONE}), CREATED),
-    "run_started": (frozenset({CREATED}), RUNNING),
-    "run_waiting_input": (frozenset({RUNNING}), WAITING),
-    "run_resumed": (frozenset({WAITING}), RUNNING),
-    "run_completed": (frozenset({RUNNING}), TERMINAL),
-    "run_failed": (frozenset({RUNNING}), TERMINAL),
-    "run_cancelled": (frozenset({CREATED, RUNNING, WAITING}), TERMINAL),
-}
-ALLOWED_AFTER = {state: [name for name, (before, _) in STEPS.items() if state in before]
-                 for state in (CREATED, RUNNING, WAITING)}
-
-
 class _Run:
     __slots__ = ("state", "stage", "before", "after", "terminal_seq", "verify", "last")
 
     def __init__(self) -> None:
-        self.state = NONE
+        self.state = lifecycle.UNKNOWN  # the run's status, as summaries derive it
         self.stage = ""  # the last lifecycle type seen
         self.before = self.after = False  # reported already: one warning of each kind per run
         self.terminal_seq: int | None = None
@@ -157,23 +142,23 @@ class Lifecycle:
         if run is None:
             run = self.runs[run_id] = _Run()
         state = run.state
-        if state == TERMINAL:
+        if state in lifecycle.TERMINAL_STATUSES:
             if not run.after:
                 run.after = True
                 self.emit(path, line, "LIFECYCLE_AFTER_TERMINAL", f"run {run_id!r}: {type_} at seq {seq} comes "
                           f"after its {run.stage} at seq {run.terminal_seq}")
         else:
-            rule = STEPS.get(type_) if type_ is not None else None
-            if state == NONE and type_ != "run_created" and not run.before:
+            allowed = lifecycle.ALLOWED_BEFORE.get(type_) if type_ is not None else None
+            if state == lifecycle.UNKNOWN and type_ != "run_created" and not run.before:
                 run.before = True
                 self.emit(path, line, "LIFECYCLE_BEFORE_CREATED",
                           f"run {run_id!r}: {type_} at seq {seq} comes before its run_created")
-            elif rule is not None and state not in rule[0] and state != NONE:
+            elif allowed is not None and state not in allowed and state != lifecycle.UNKNOWN:
                 self.emit(path, line, "LIFECYCLE_TRANSITION", f"run {run_id!r}: {type_} at seq {seq} follows "
-                          f"{run.stage}; only {' or '.join(ALLOWED_AFTER[state])} may")
-            if rule is not None:
-                run.state, run.stage = rule[1], type_  # type: ignore[assignment]
-                if rule[1] == TERMINAL:
+                          f"{run.stage}; only {' or '.join(lifecycle.ALLOWED_AFTER[state])} may")
+            if allowed is not None:
+                run.state, run.stage = lifecycle.next_status(state, type_), type_  # type: ignore[arg-type]
+                if run.state in lifecycle.TERMINAL_STATUSES:
                     run.terminal_seq = seq
         if type_ == "verify_start":
             run.verify = (seq, path, line)
@@ -187,7 +172,7 @@ class Lifecycle:
                 seq, path, line = run.verify
                 self.emit(path, line, "VERIFY_UNFINISHED",
                           f"run {run_id!r}: verify_start at seq {seq} has no later verify_pass or verify_fail")
-            if run.state != TERMINAL:
+            if run.state not in lifecycle.TERMINAL_STATUSES:
                 type_, seq, path, line = run.last
                 self.emit(path, line, "RUN_NOT_TERMINATED", f"run {run_id!r} never reached run_completed, "
                           f"run_failed or run_cancelled; its last event is {type_} at seq {seq}")

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .audit_checks import AuditError
+from .store import summary_index
 from .store.index import INDEX_FILE
+from .summaries import RunSummary, SessionSummary
 
 Emit = Callable[[str, int, str, str], None]
 _ROW_FIELDS = ("segment", "offset", "length", "event_id", "run_id", "type", "timestamp")
@@ -137,3 +139,29 @@ class IndexCheck:
         for session_id in sorted(set(counts).union(others).difference(audited)):
             self.emit(self.name, 0, "INDEX_EXTRA_ROW", f"session {session_id!r}: {counts.get(session_id, 0)} "
                       "event rows (and its run and checkpoint rows) but no folder in the log")
+
+    def summaries(self, session: SessionSummary, runs: dict[str, RunSummary]) -> None:
+        """Compare the session's and its runs' summary rows with the summaries folded from its lines."""
+        where = f"session {self.session_id!r}"
+        try:
+            indexed = summary_index.get_session(self.db, self.session_id)
+        except (ValueError, TypeError, IndexError) as exc:
+            self.emit(self.name, 0, "INDEX_WRONG_SUMMARY", f"{where}: its summary row cannot be read ({exc})")
+            indexed = None
+        if indexed is not None and session.event_count:
+            self._compare(f"{where}: its summary", indexed, session.as_dict())
+        for run_id, run in runs.items():
+            try:
+                indexed = summary_index.get_run(self.db, run_id)
+            except (ValueError, TypeError, IndexError) as exc:
+                self.emit(self.name, 0, "INDEX_WRONG_SUMMARY", f"{where}: run {run_id!r}'s summary row cannot be "
+                          f"read ({exc})")
+                continue
+            if indexed is not None and indexed["session_id"] == self.session_id:
+                self._compare(f"{where}: run {run_id!r}'s summary", indexed, run.as_dict())
+
+    def _compare(self, what: str, indexed: dict[str, Any], folded: dict[str, Any]) -> None:
+        wrong = [f"{key} {indexed[key]!r} (the log's is {folded[key]!r})"
+                 for key in folded if indexed.get(key) != folded[key]]
+        if wrong:
+            self.emit(self.name, 0, "INDEX_WRONG_SUMMARY", f"{what} in the index has " + ", ".join(wrong))

@@ -85,7 +85,7 @@ class OneLineGroup(click.Group):
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Operate on an eventsvc data folder: audit, reindex, export, stats, seal, serve."""
+    """Operate on an eventsvc data folder: audit, reindex, export, stats, seal, sessions, runs, serve."""
 
 
 @main.command()
@@ -131,6 +131,79 @@ def seal(data_dir: Path, session_ids: tuple[str, ...]) -> None:
                            f"seq {sealed['first_seq']}-{sealed['last_seq']}, {sealed['bytes']} bytes)")
     finally:
         store.close()
+
+
+# -- sessions and runs (read from the index's summaries) ---------------------------------------------
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _all_pages(fetch: Callable[[str | None], Any], limit: int | None) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while limit is None or len(items) < limit:
+        page = fetch(cursor)
+        items += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return items[:limit]
+
+
+def _limit_option(command: Callable) -> Callable:
+    return click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="At most N (default: all).")(command)
+
+
+@main.command("sessions")
+@data_dir_option
+@format_option
+@_limit_option
+@one_line_errors
+def sessions_command(data_dir: Path, output_format: str, limit: int | None) -> None:
+    """List sessions with their summaries, most recently appended-to first (from the index; no server)."""
+    store = open_store(data_dir)
+    try:
+        sessions = _all_pages(lambda cursor: store.list_sessions(1000, cursor), limit)
+    finally:
+        store.close()
+    if output_format == "json":
+        echo_json({"sessions": sessions})
+        return
+    _table([[s["session_id"], str(s["event_count"]), str(s["run_count"]), str(s["active_runs"]),
+             "yes" if s["closed"] else "no", s["created_at"] or "-", s["updated_at"] or "-"] for s in sessions],
+           ["SESSION", "EVENTS", "RUNS", "ACTIVE", "CLOSED", "CREATED", "UPDATED"])
+
+
+@main.command("runs")
+@data_dir_option
+@format_option
+@_limit_option
+@click.option("--status", "statuses", multiple=True, metavar="STATUS",
+              help="Only runs in this status (repeatable, or comma-separated): created, running, waiting_input, "
+                   "completed, failed, cancelled, unknown.")
+@click.option("--session", "session_id", metavar="S", help="Only this session's runs.")
+@one_line_errors
+def runs_command(data_dir: Path, output_format: str, limit: int | None, statuses: tuple[str, ...],
+                 session_id: str | None) -> None:
+    """List runs with their status and summaries, most recently appended-to first (from the index; no server)."""
+    wanted = [name for given in statuses for name in given.split(",")] if statuses else None
+    store = open_store(data_dir)
+    try:
+        runs = _all_pages(lambda cursor: store.list_runs(session_id=session_id, statuses=wanted, limit=1000,
+                                                         cursor=cursor), limit)
+    finally:
+        store.close()
+    if output_format == "json":
+        echo_json({"runs": runs})
+        return
+    _table([[r["run_id"], r["session_id"], r["status"], r["verify"] or "-", str(r["event_count"]),
+             str(r["policy"]["blocked"]), str(r["policy"]["warned"]), r["updated_at"] or "-"] for r in runs],
+           ["RUN", "SESSION", "STATUS", "VERIFY", "EVENTS", "BLOCKED", "WARNED", "UPDATED"])
 
 
 # -- audit (section owned by the audit work) -----------------------------------------------------

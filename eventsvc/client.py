@@ -18,7 +18,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -286,32 +286,69 @@ class EventClient:
 
     # -- reads
 
-    def session_events(self, session_id: str, since_seq: int = 0, *, limit: int = 100) -> Iterator[dict[str, Any]]:
-        """Every event of the session after ``since_seq``, fetched a page at a time as iterated."""
-        return self._pages(f"/api/sessions/{_segment(session_id)}/events", since_seq, limit)
+    def session_events(self, session_id: str, since_seq: int = 0, *, limit: int = 100,
+                       types: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every event of the session after ``since_seq`` (only of ``types``, if given), a page at a time."""
+        return self._pages(f"/api/sessions/{_segment(session_id)}/events", since_seq, limit, types)
 
-    def run_events(self, run_id: str, since_seq: int = 0, *, limit: int = 100) -> Iterator[dict[str, Any]]:
+    def run_events(self, run_id: str, since_seq: int = 0, *, limit: int = 100,
+                   types: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
         """Every event of the run after ``since_seq`` (original session seqs), a page at a time."""
-        return self._pages(f"/api/runs/{_segment(run_id)}/events", since_seq, limit)
+        return self._pages(f"/api/runs/{_segment(run_id)}/events", since_seq, limit, types)
 
-    def _pages(self, path: str, since_seq: int, limit: int) -> Iterator[dict[str, Any]]:
+    def _pages(self, path: str, since_seq: int, limit: int, types: Iterable[str] | None) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": min(limit, MAX_PAGE), **_types_param(types)}
         while True:
-            page = self._request("GET", path, params={"since_seq": since_seq, "limit": min(limit, MAX_PAGE)},
-                                 retry=True)
+            page = self._request("GET", path, params={**params, "since_seq": since_seq}, retry=True)
             yield from page["events"]
             if not page["has_more"]:
                 return
-            since_seq = page["next_since_seq"]
+            since_seq = page["next_since_seq"]  # under a type filter it may lie past the last event
+
+    # -- summaries
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        """The session's summary; raises NotFound for an unknown session."""
+        return self._request("GET", f"/api/sessions/{_segment(session_id)}", retry=True)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """The run's summary (status, verify, counts, …); raises NotFound for an unknown run."""
+        return self._request("GET", f"/api/runs/{_segment(run_id)}", retry=True)
+
+    def sessions(self, *, limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Every session's summary, most recently appended-to first, fetched a page at a time."""
+        return self._listing("/api/sessions", "sessions", {"limit": min(limit, MAX_PAGE)})
+
+    def runs(self, *, status: str | Iterable[str] | None = None, session_id: str | None = None,
+             limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Run summaries, most recently appended-to first, optionally of some statuses and/or one session."""
+        params: dict[str, Any] = {"limit": min(limit, MAX_PAGE)}
+        if status is not None:
+            params["status"] = status if isinstance(status, str) else ",".join(status)
+        if session_id is not None:
+            params["session_id"] = session_id
+        return self._listing("/api/runs", "runs", params)
+
+    def _listing(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            page = self._request("GET", path, params={**params, **({"cursor": cursor} if cursor else {})},
+                                 retry=True)
+            yield from page[key]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
 
     def follow(self, session_id: str | None = None, run_id: str | None = None, since_seq: int = 0, *,
                until_seq: int | None = None, wait: bool = False, idle_timeout: float = 60.0,
-               give_up_after: float | None = 300.0) -> Iterator[dict[str, Any]]:
+               give_up_after: float | None = 300.0, types: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
         """The events after ``since_seq``, then each new one as it is appended, as envelopes.
 
         Reconnects with ``Last-Event-ID`` after a dropped connection, a silence longer than
         ``idle_timeout`` (the server sends keepalives) or a restart, so each event is yielded
         exactly once. Stops after the server's ``end`` message: a run's terminal event, or
-        ``until_seq``. Raises the mapped error for a 4xx (a 404 before the session exists,
+        ``until_seq``. ``types`` keeps only events of those types (a run's stream still ends at
+        its terminal event). Raises the mapped error for a 4xx (a 404 before the session exists,
         unless ``wait``), and ConnectionFailed once reconnects have failed for ``give_up_after``
         seconds in a row.
         """
@@ -324,7 +361,7 @@ class EventClient:
         failing_since: float | None = None
         retry_ms: int | None = None
         while True:
-            params: dict[str, Any] = {"since_seq": cursor}
+            params: dict[str, Any] = {"since_seq": cursor, **_types_param(types)}
             if until_seq is not None:
                 params["until_seq"] = until_seq
             if wait:
@@ -407,6 +444,12 @@ class RemoteEmitter(EventEmitter):
 
 class _Retryable(Exception):
     pass
+
+
+def _types_param(types: Iterable[str] | None) -> dict[str, str]:
+    if types is None:
+        return {}
+    return {"types": types if isinstance(types, str) else ",".join(types)}
 
 
 def _segment(identifier: str) -> str:

@@ -169,17 +169,21 @@ def _inherited_socket_is_loopback(number: str) -> bool:
     if not (number.isascii() and number.isdigit() and len(number) < 10):
         return False
     try:
-        inherited = socket.socket(fileno=os.dup(int(number)))
+        copy = os.dup(int(number))
     except OSError:
         return False
     try:
-        if inherited.family == socket.AF_UNIX:
-            return True
-        host = inherited.getsockname()[0]
+        inherited = socket.socket(fileno=copy)
+    except OSError:  # not a socket
+        os.close(copy)
+        return False
+    try:
+        with inherited:  # closes the copy, never the inherited socket
+            if inherited.family == socket.AF_UNIX:
+                return True
+            host = inherited.getsockname()[0]
     except OSError:
         return False
-    finally:
-        inherited.detach()
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

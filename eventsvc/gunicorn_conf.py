@@ -40,7 +40,13 @@ def _open_api() -> bool:
 
 
 def on_starting(server):
-    """Before binding: refuse an open API beyond loopback, whatever set the address (env, --bind, ...)."""
+    """Before binding: refuse an open API beyond loopback, whatever set the address (env, --bind, ...),
+    and a stream cap that leaves no thread for short requests, whatever set the threads."""
+    try:
+        _config.stream_limit({**_settings, "THREADS": server.cfg.threads})
+    except ValueError as exc:
+        print(f"eventsvc: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
     refusal = _config.bind_refusal(_settings, list(server.cfg.bind), open_api=_open_api())
     if refusal:
         print(f"eventsvc: {refusal}", file=sys.stderr)

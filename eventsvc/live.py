@@ -61,23 +61,28 @@ def resolve(store: Store, *, session_id: str | None, run_id: str | None, wait: f
 
 
 def long_poll(store: Store, session_id: str, *, run_id: str | None, since_seq: int, limit: int,
-              wait: float) -> Page:
-    """A page after ``since_seq``; if empty, waits up to ``wait`` seconds for one to exist."""
+              wait: float, types: list[str] | None = None) -> Page:
+    """A page after ``since_seq``; if empty, waits up to ``wait`` seconds for one to exist.
+
+    Under a type filter an empty page that looked only part of the way answers at once
+    (``has_more``): the client pages on from its ``next_since_seq``.
+    """
     deadline = time.monotonic() + wait
-    page = store.read_page(session_id, run_id=run_id, since_seq=since_seq, limit=limit)
-    while not page.lines and wait > 0:
+    page = store.read_page(session_id, run_id=run_id, since_seq=since_seq, limit=limit, types=types)
+    while not page.lines and not page.has_more and wait > 0:
         # Note the session's end before reading again, so an append in between is not missed.
         known_last = store.last_seq(session_id)
-        page = store.read_page(session_id, run_id=run_id, since_seq=since_seq, limit=limit)
+        page = store.read_page(session_id, run_id=run_id, since_seq=since_seq, limit=limit, types=types)
         remaining = deadline - time.monotonic()
-        if page.lines or remaining <= 0:
+        if page.lines or page.has_more or remaining <= 0:
             break
         store.wait_for_events(session_id, known_last, remaining)
     return page
 
 
 def subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: int,
-              until_seq: int | None, keepalive: float) -> Iterator[Delivery | KeepAlive | End]:
+              until_seq: int | None, keepalive: float,
+              types: list[str] | None = None) -> Iterator[Delivery | KeepAlive | End]:
     """``_subscribe``, kept open while the store is away (PostgreSQL restarting, a failing disk).
 
     Keepalives flow meanwhile; once the store answers, reading goes on from the last seq
@@ -87,7 +92,7 @@ def subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: i
     while True:
         try:
             for item in _subscribe(store, session_id, run_id=run_id, since_seq=cursor, until_seq=until_seq,
-                                   keepalive=keepalive):
+                                   keepalive=keepalive, types=types):
                 if isinstance(item, Delivery):
                     cursor = item.seq
                 yield item
@@ -98,18 +103,25 @@ def subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: i
 
 
 def _subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: int,
-               until_seq: int | None, keepalive: float) -> Iterator[Delivery | KeepAlive | End]:
-    """History after ``since_seq``, then each new event as it is appended.
+               until_seq: int | None, keepalive: float,
+               types: list[str] | None = None) -> Iterator[Delivery | KeepAlive | End]:
+    """History after ``since_seq``, then each new event as it is appended (only of ``types``, if given).
 
-    A run's subscription ends after the run's terminal event; any subscription ends once
-    ``until_seq`` is reached. Holds no lock while the consumer is slow.
+    A run's subscription ends after the run's terminal event (whether or not the filter lets
+    it through); any subscription ends once ``until_seq`` is reached. Holds no lock while the
+    consumer is slow.
     """
     cursor = since_seq
     last_sent = time.monotonic()
     while True:
         known_last = store.last_seq(session_id)
-        page = store.read_page(session_id, run_id=run_id, since_seq=cursor, limit=HISTORY_PAGE)
+        page = store.read_page(session_id, run_id=run_id, since_seq=cursor, limit=HISTORY_PAGE, types=types)
+        # A filter may hide the run's terminal event: then the stream ends at it all the same.
+        terminal = store.run_terminal_seq(session_id, run_id) if types is not None and run_id is not None else None
         for seq, line in zip(page.seqs, page.lines):
+            if terminal is not None and seq > terminal:
+                yield End("terminal", terminal)
+                return
             if until_seq is not None and seq > until_seq:
                 yield End("until_seq", cursor)
                 return
@@ -123,6 +135,14 @@ def _subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: 
             if until_seq is not None and seq >= until_seq:
                 yield End("until_seq", seq)
                 return
+        if types is not None:
+            if terminal is not None and terminal <= page.next_since_seq:
+                yield End("terminal", terminal)
+                return
+            if until_seq is not None and page.next_since_seq >= until_seq:
+                yield End("until_seq", until_seq)
+                return
+            cursor = max(cursor, page.next_since_seq)
         if page.has_more:
             continue
         if until_seq is not None and known_last >= until_seq:

@@ -394,6 +394,17 @@ class QuerySeconds(fields.Float):
         return float(value)
 
 
+class QueryNames(fields.Field):
+    """A comma-separated list of names (event types, run statuses); which names exist is the store's to say."""
+
+    _NAMES = re.compile(r"[a-z][a-z0-9_]{0,63}(,[a-z][a-z0-9_]{0,63}){0,63}\Z")
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or self._NAMES.match(value) is None:
+            raise ValidationError("must be a comma-separated list of names (lower-case letters, digits and '_')")
+        return list(dict.fromkeys(value.split(",")))
+
+
 MAX_WAIT_SECONDS = 60
 
 
@@ -416,6 +427,7 @@ class PageQuerySchema(Schema):
     wait = QuerySeconds(load_default=0.0, validate=validate.Range(
         min=0, max=MAX_WAIT_SECONDS, error=f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}"),
         error_messages={"invalid": f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}"})
+    types = QueryNames()  # no default: the fast path above answers only for queries without it
 
 
 _PAGE_DEFAULTS = {"since_seq": 0, "limit": 100, "wait": 0.0}
@@ -453,3 +465,25 @@ class StreamQuerySchema(Schema):
                              error_messages={"invalid": "must be an integer >= 1"})
     wait = QueryInteger(load_default=0, validate=validate.OneOf([0, 1], error="must be 0 or 1"),
                         error_messages={"invalid": "must be 0 or 1"})
+    types = QueryNames(load_default=None)
+
+
+class ListingQuerySchema(Schema):
+    """``limit`` and ``cursor`` of a summary listing (sessions, a session's runs)."""
+
+    error_messages = {"unknown": "unknown query parameter"}
+
+    class Meta:
+        unknown = RAISE
+
+    limit = QueryInteger(load_default=100,
+                         validate=validate.Range(min=1, max=1000, error="must be an integer from 1 to 1000"),
+                         error_messages={"invalid": "must be an integer from 1 to 1000"})
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+
+
+class RunListingQuerySchema(ListingQuerySchema):
+    """``GET /api/runs``: the listing's ``limit`` and ``cursor``, and its two optional filters."""
+
+    status = QueryNames(load_default=None)
+    session_id = fields.String(load_default=None)

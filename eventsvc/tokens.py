@@ -49,7 +49,7 @@ def _split(value: str | Iterable[str] | None) -> list[str]:
 def parse_tokens_file(path: Path) -> list[tuple[bytes, str]]:
     """``token scope`` per line (scope ``rw`` or ``ro``), ``#`` comments, ``sha256:<hex>`` digests allowed."""
     entries = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue

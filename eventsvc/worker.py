@@ -39,8 +39,9 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import config
 
-HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
-MAX_BUFFERED_HEAD = 64 * 1024  # past this, gunicorn's parser reads the rest (and answers 400 if too large)
+MAX_HEAD = 64 * 1024  # larger request heads are answered 431
+MAX_LOOP_BODY = 1024 * 1024  # bodies up to this are read in the loop too; larger ones by the thread
+MAX_BUFFERED_BODIES = 64 * 1024 * 1024  # body bytes one worker holds in its loop at most
 DECLINE_RECHECK = 0.02
 
 
@@ -51,20 +52,24 @@ class ThreadFreeWorker(ThreadWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings = config.load()
-        self.header_timeout: float = settings["HEADER_TIMEOUT"]
-        self.body_timeout: float = settings["BODY_TIMEOUT"]
-        self.reading_heads: dict[Any, float] = {}  # connection -> deadline, in deadline order
+        self.settings = config.load()
+        self.header_timeout: float = self.settings["HEADER_TIMEOUT"]
+        self.body_timeout: float = self.settings["BODY_TIMEOUT"]
+        self.reading: dict[Any, float] = {}  # connection -> deadline, in the order they started
+        self.buffered = 0  # body bytes held in the loop, across connections
         self.board_index: int | None = getattr(self, "board_index", None)  # set by the master's pre_fork
         self._slots: Any = None
 
-    # -- reading request heads in the event loop -------------------------------------------------
+    # -- reading requests in the event loop ---------------------------------------------------------
 
     def accept(self, listener: Any) -> None:
         if not self._accepting:  # a second listener's event of the same turn, after accepting stopped
             return
         if self._declining():
             self.set_accept_enabled(False)  # level-triggered: a listener left registered would spin
+            return
+        if self.nr_conns >= self.worker_connections and not self._evict_one():
+            self.set_accept_enabled(False)
             return
         try:
             client_sock, client_addr = listener.accept()
@@ -73,69 +78,143 @@ class ThreadFreeWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        # A blocking read in a thread (a request body) fails once nothing arrives for body_timeout.
+        # A blocking read in a thread (a chunked or large body) fails once nothing arrives for body_timeout.
         seconds = int(self.body_timeout)
         client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                                struct.pack("ll", seconds, int((self.body_timeout - seconds) * 1e6)))
         conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())
-        self._read_head(conn)
+        self._read_request(conn, b"")
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
-        """A kept-alive connection's next request begins: read its head here too."""
+        """A kept-alive connection's next request begins: read it here too."""
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
-        self._read_head(conn)
+        self._read_request(conn, b"")
 
-    def _read_head(self, conn: Any) -> None:
-        if self.cfg.is_ssl:  # TLS handshakes happen in the thread; gunicorn's own path
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """Runs on the main thread, once for each ``enqueue_req`` (it may enqueue the connection again).
+
+        A client that pipelined part of its next request behind the last one: those bytes are
+        read on in the event loop like any other request, never by a thread.
+        """
+        self.in_pool -= 1
+        if self.in_pool == self.cfg.threads - 1:
+            self._publish_room()
+        if (self.alive and not self.cfg.is_ssl and not fs.cancelled() and fs.exception() is None
+                and fs.result() is True and conn.parser is not None):
+            leftover = conn.parser.unreader.take_buffered()
+            if leftover:
+                self._read_request(conn, leftover)
+                return
+        super().finish_request(conn, fs)
+
+    def _read_request(self, conn: Any, already: bytes) -> None:
+        """Buffer a request's head (and a small body) without a thread; hand it over once complete."""
+        if self.cfg.is_ssl:  # TLS handshakes happen in the thread; gunicorn's own path (see README)
             self.enqueue_req(conn)
             return
-        conn.head = bytearray()
+        conn.head = bytearray(already)
+        conn.body_left = None  # bytes of body still to come, once the head is complete
         conn.sock.setblocking(False)
-        self.reading_heads[conn] = time.monotonic() + self.header_timeout
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_bytes, conn))
+        self.reading[conn] = time.monotonic() + self.header_timeout
+        if not self._advance(conn):
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
 
-    def _on_head_bytes(self, conn: Any, _sock: Any) -> None:
+    def _on_request_bytes(self, conn: Any, _sock: Any) -> None:
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
-        if not data:  # the client went away before finishing its request
-            self._stop_reading_head(conn)
-            self.nr_conns -= 1
-            conn.close()
+        if not data:  # the client stopped sending before finishing its request: nothing is stored
+            if conn.body_left is not None:  # it may still read: say why (a body shorter than announced)
+                _answer_quietly(conn.sock, 400, "bad_request",
+                                f"the request body ended {conn.body_left} bytes short of its Content-Length; "
+                                "nothing was stored")
+                self.log.info('%s "%s" 400: the body ended %d bytes short of its Content-Length; nothing stored',
+                              _client(conn), _request_line(conn.head), conn.body_left)
+            self._drop(conn)
             return
         conn.head += data
-        if len(conn.head) > MAX_BUFFERED_HEAD or any(end in conn.head for end in HEAD_ENDS):
-            self._stop_reading_head(conn)
-            conn.data_ready = True
-            self.enqueue_req(conn)
+        if conn.body_left is not None:
+            conn.body_left -= len(data)
+            self.buffered += len(data)
+            self.reading[conn] = time.monotonic() + self.body_timeout  # a stall, not a slow body, is the limit
+        if self._advance(conn):
+            self._stop_reading(conn)
 
-    def _stop_reading_head(self, conn: Any) -> None:
-        self.reading_heads.pop(conn, None)
+    def _advance(self, conn: Any) -> bool:
+        """Whether the connection left the loop (handed to a thread, or answered and closed)."""
+        if conn.body_left is None:
+            end = _head_end(conn.head)
+            if end is None:
+                if len(conn.head) <= MAX_HEAD:
+                    return False
+                _answer_quietly(conn.sock, 431, "request_header_fields_too_large",
+                                f"request headers are larger than {MAX_HEAD // 1024} KiB")
+                self._drop(conn)
+                return True
+            length = _small_body_length(bytes(conn.head[:end]))
+            if length is None or self.buffered + length > MAX_BUFFERED_BODIES:
+                return self._hand_over(conn)  # chunked, large or expecting 100-continue: the thread reads it
+            conn.body_left = length - (len(conn.head) - end)
+            self.buffered += len(conn.head) - end
+            self.reading[conn] = time.monotonic() + self.body_timeout
+        if conn.body_left > 0:
+            return False
+        return self._hand_over(conn)
+
+    def _hand_over(self, conn: Any) -> bool:
+        self.reading.pop(conn, None)
+        if conn.body_left is not None:
+            self.buffered -= len(conn.head) - _head_end(conn.head)
+        conn.data_ready = True
+        self.enqueue_req(conn)
+        return True
+
+    def _stop_reading(self, conn: Any) -> None:
         try:
             self.poller.unregister(conn.sock)
         except (OSError, KeyError, ValueError):
             pass
 
-    def murder_pending(self) -> None:
-        """Close connections whose headers did not arrive in time (all of them once stopping)."""
-        super().murder_pending()
-        now = time.monotonic()
-        expired = []
-        for conn, deadline in self.reading_heads.items():
-            if deadline > now and self.alive:
-                break
-            expired.append(conn)
-        for conn in expired:
-            self._stop_reading_head(conn)
-            if self.alive:
-                _answer_quietly(conn.sock, 408, "request_timeout",
-                                f"request headers not complete within {self.header_timeout:g} s")
+    def _drop(self, conn: Any) -> None:
+        if self.reading.pop(conn, None) is not None and conn.body_left is not None:
+            self.buffered -= len(conn.head) - _head_end(conn.head)
+        self._stop_reading(conn)
+        self.nr_conns -= 1
+        conn.close()
+
+    def _evict_one(self) -> bool:
+        """At the connection cap, make room: the oldest connection still sending its request goes,
+        else the oldest idle kept-alive one, so that new clients are never locked out by old ones."""
+        if self.reading:
+            oldest = next(iter(self.reading))
+            _answer_quietly(oldest.sock, 503, "too_many_connections",
+                            "this worker is at its cap of open connections; retry")
+            self._drop(oldest)
+            return True
+        if self.keepalived_conns:
+            conn = self.keepalived_conns.popleft()
+            self._stop_reading(conn)
             self.nr_conns -= 1
             conn.close()
+            return True
+        return False
+
+    def murder_pending(self) -> None:
+        """Close connections whose request did not arrive in time (all of them once stopping)."""
+        super().murder_pending()
+        now = time.monotonic()
+        expired = [conn for conn, deadline in self.reading.items() if deadline <= now or not self.alive]
+        for conn in expired:
+            if self.alive:
+                what = (f"request headers not complete within {self.header_timeout:g} s" if conn.body_left is None
+                        else f"request body stalled for {self.body_timeout:g} s")
+                _answer_quietly(conn.sock, 408, "request_timeout", what)
+                self.log.info('%s "%s" 408: %s', _client(conn), _request_line(conn.head), what)
+            self._drop(conn)
 
     def handle(self, conn: Any) -> Any:
         """In a thread: give the parser the head bytes the event loop read, then serve as gthread does."""
@@ -180,20 +259,16 @@ class ThreadFreeWorker(ThreadWorker):
             self._publish_room()
         super().enqueue_req(conn)
 
-    def finish_request(self, *args: Any) -> None:
-        """Runs on the main thread, once for each ``enqueue_req`` (it may enqueue the connection again)."""
-        self.in_pool -= 1
-        if self.in_pool == self.cfg.threads - 1:
-            self._publish_room()
-        super().finish_request(*args)
-
     def set_accept_enabled(self, enabled: bool) -> None:
-        # The run loop asks again on every turn, so accepting resumes once a thread is free.
+        # The run loop asks again on every turn, so accepting resumes once a thread is free. At the
+        # connection cap it goes on accepting while it can make room (see _evict_one).
+        enabled = enabled or bool(self.alive and (self.reading or self.keepalived_conns))
         super().set_accept_enabled(enabled and not self.saturated and not self._declining())
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        if self.reading_heads:
-            timeout = min(timeout, 0.5)  # header deadlines are swept each turn
+        self._publish_room()  # every turn: a worker that stops turning soon counts as having no room
+        if self.reading:
+            timeout = min(timeout, 0.5)  # deadlines are swept each turn
         if self._declining():
             timeout = min(timeout, DECLINE_RECHECK)  # take connections again once the others fill up
         super().wait_for_and_dispatch_events(timeout)
@@ -202,14 +277,18 @@ class ThreadFreeWorker(ThreadWorker):
 
     def run(self) -> None:
         self._slots = getattr(self.wsgi, "extensions", {}).get("eventsvc.stream_slots")
-        if self._slots is not None and self.board_index is not None:
-            self._slots.on_change = self._publish_room
-            self._publish_room()
+        if self._slots is not None:
+            # The cap follows the threads this worker really has (--threads may differ from EVENTSVC_THREADS).
+            self._slots.limit = config.stream_limit({**self.settings, "THREADS": self.cfg.threads})
+            if self.board_index is not None:
+                self._slots.on_change = self._publish_room
+        self._publish_room()
         super().run()
 
     def _publish_room(self) -> None:
         if self.board_index is not None:
-            BOARD.set(self.board_index, room=not (self._slots.full or self.saturated))
+            full = self._slots is not None and self._slots.full
+            BOARD.set(self.board_index, room=not (full or self.saturated))
 
     def _declining(self) -> bool:
         """At the stream cap while another worker has room: leave new connections (maybe streams) to it."""
@@ -218,46 +297,99 @@ class ThreadFreeWorker(ThreadWorker):
 
 
 class Board:
-    """One byte per worker, in memory the gunicorn master maps before forking and every worker shares.
+    """Per worker, whether it has room for another stream and when it last said so, in memory the
+    gunicorn master maps before forking and every worker shares.
 
-    0: no live worker there; 1: that worker has room for another stream and a free thread; 2: it
-    has not. A worker at its stream cap stops accepting while another has room, so a stream that
-    one worker would refuse with 503 goes to a worker that can serve it. Set by the master
-    (``claim`` in pre_fork, ``release`` when a worker exits, dead or alive) and by each worker.
+    A worker at its stream cap stops accepting while another has room, so that a stream one
+    worker would refuse with 503 goes to a worker that can serve it. A worker says so on every
+    turn of its loop (at least once a second); one that has not for ``STALE`` seconds (stopped,
+    or stuck holding the interpreter lock) counts as having no room, so it can never make the
+    others turn connections away. Slots are claimed by the master in pre_fork and freed when a
+    worker exits, dead or alive.
     """
 
-    SIZE = 4096
+    SIZE = 256  # workers
+    STALE = 3.0
+    _ENTRY = struct.Struct("=Bxxxxxxxd")  # room (0 none, 1 yes, 2 no), time.monotonic() of the last word
 
     def __init__(self) -> None:
-        self._map = mmap.mmap(-1, self.SIZE)
+        self._map = mmap.mmap(-1, self.SIZE * self._ENTRY.size)
 
     def claim(self, taken: set[int]) -> int:
-        """A byte for a worker about to boot: it will have room, so the others leave connections to it."""
+        """A slot for a worker about to boot: it will have room, so the others leave connections to it."""
         index = next(i for i in range(self.SIZE) if i not in taken)
-        self._map[index] = 1
+        self._write(index, 1)
         return index
 
     def release(self, index: int | None) -> None:
         if index is not None:
-            self._map[index] = 0
+            self._ENTRY.pack_into(self._map, index * self._ENTRY.size, 0, 0.0)
 
     def set(self, index: int, *, room: bool) -> None:
-        self._map[index] = 1 if room else 2
+        self._write(index, 1 if room else 2)
+
+    def _write(self, index: int, room: int) -> None:
+        self._ENTRY.pack_into(self._map, index * self._ENTRY.size, room, time.monotonic())
 
     def others_have_room(self, index: int) -> bool:
-        found = self._map.find(b"\x01")
-        if found == index:
-            found = self._map.find(b"\x01", index + 1)
-        return found != -1
+        fresh_after = time.monotonic() - self.STALE
+        for other, (room, said) in enumerate(self._ENTRY.iter_unpack(self._map)):
+            if other != index and room == 1 and said >= fresh_after:
+                return True
+        return False
 
 
 BOARD = Board()
 
 
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+def _head_end(buffer: bytearray) -> int | None:
+    """Where a request's head ends (after its blank line), or None while it is incomplete."""
+    ends = [found + len(mark) for mark in (b"\r\n\r\n", b"\n\n") if (found := buffer.find(mark)) != -1]
+    return min(ends) if ends else None
+
+
+def _small_body_length(head: bytes) -> int | None:
+    """The Content-Length of a body worth reading in the loop (0 without one); None leaves it to the thread.
+
+    Chunked bodies, ``Expect: 100-continue`` (the client waits for a go-ahead only the thread
+    sends), a malformed or repeated length (gunicorn's parser answers those) and large bodies
+    all go to the thread, where a stall still ends the request (SO_RCVTIMEO).
+    """
+    length = None
+    for line in head.split(b"\n")[1:]:
+        name, sep, value = line.partition(b":")
+        name = name.strip().lower()
+        if not sep:
+            continue
+        if name in (b"transfer-encoding", b"expect"):
+            return None
+        if name == b"content-length":
+            value = value.strip()
+            if length is not None or not (value.isdigit() and len(value) <= 12):
+                return None
+            length = int(value)
+    if length is None:
+        return 0
+    return length if length <= MAX_LOOP_BODY else None
+
+
+def _request_line(head: bytearray) -> str:
+    """Method and path of a request for the log (no query string: it may hold secrets), printable ASCII only."""
+    line = bytes(head[:200]).split(b"\n", 1)[0].split(b"?", 1)[0].split(b" HTTP/", 1)[0]
+    return "".join(chr(byte) if 32 <= byte < 127 and byte != 34 else "?" for byte in line)
+
+
+def _client(conn: Any) -> str:
+    return conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
+
+
 def _answer_quietly(sock: Any, status: int, code: str, message: str) -> None:
     """Best effort, never blocking: tell a client why its connection closes."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    head = (f"HTTP/1.1 {status} Request Timeout\r\nContent-Type: application/json\r\n"
+    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
             f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     try:
         sock.send(head.encode() + body)

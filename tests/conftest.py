@@ -7,15 +7,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from hypothesis import strategies as st
 
 from eventsvc import EventStore, create_app
+from eventsvc.store import open_store
+from eventsvc.store.base import Store
 from eventsvc.store.index import INDEX_FILE
 from eventsvc.store.locks import LOCK_FILES, LOCKS_DIR
 from eventsvc.store.segments import SEGMENTS_DIR
@@ -115,9 +118,9 @@ def start_server(data_dir: Path, log_path: Path, *, workers: int = 2, env: dict[
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.log()}")
         try:
-            if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
+            if requests.get(server.url + "/healthz", timeout=5).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still booting on a busy machine
             pass
         time.sleep(0.1)
     server.stop(signal.SIGKILL)
@@ -188,3 +191,45 @@ def pg_url(pg_database: str | None) -> str:
         skip_unreachable()
     empty(pg_database)
     return pg_database
+
+
+# -- every backend (the Store contract) -----------------------------------------------------------
+
+
+class Backend:
+    """Opens stores on one backend's storage and snapshots everything it holds."""
+
+    def __init__(self, name: str, target: str, state: Callable[[], Any]) -> None:
+        self.name = name
+        self.target = target
+        self._state = state
+        self.opened: list[Store] = []
+
+    def open(self, **options: Any) -> Store:
+        opened = open_store(self.target, **options)
+        self.opened.append(opened)
+        return opened
+
+    def state(self) -> Any:
+        return self._state()
+
+
+def files_state(data_dir: Path) -> dict[str, bytes]:
+    root = data_dir / "segments"
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(params=["files", "postgres"])
+def backend(request, tmp_path: Path) -> Iterator[Backend]:
+    """Each backend in turn, on empty storage of its own; every store it opened is closed afterwards."""
+    if request.param == "files":
+        data_dir = tmp_path / "data"
+        chosen = Backend("files", str(data_dir), lambda: files_state(data_dir))
+    else:
+        from postgres_db import rows
+
+        url = request.getfixturevalue("pg_url")
+        chosen = Backend("postgres", url, lambda: rows(url))
+    yield chosen
+    for opened in chosen.opened:
+        opened.close()

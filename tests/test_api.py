@@ -348,7 +348,7 @@ BAD_REQUESTS = [
     ("unknown_run", "GET", run_url("nobody"), None, None, 404, "not_found"),
     ("malformed_run_id", "GET", run_url(".hidden"), None, None, 404, "not_found"),
     ("unknown_route", "GET", "/api/nothing", None, None, 404, "not_found"),
-    ("session_without_events_suffix", "GET", "/api/sessions/s1", None, None, 404, "not_found"),
+    ("session_unknown_suffix", "GET", "/api/sessions/s1/nothing", None, None, 404, "not_found"),
     ("delete_events", "DELETE", events_url("s1"), None, None, 405, None),
     ("put_events", "PUT", events_url("s1"), b'{"type": "status"}', JSON, 405, None),
     ("post_run_events", "POST", run_url("r1"), b'{"type": "status"}', JSON, 405, None),

@@ -600,3 +600,27 @@ def test_an_inherited_socket_counts_as_loopback_only_when_it_is_bound_there(tmp_
         wide.getsockname()  # still open: checking it did not close the caller's socket
     finally:
         wide.close(), local.close(), unix.close()
+
+
+def test_a_tokens_file_with_a_byte_order_mark_reads_its_first_token(data_dir, tmp_path):
+    path = tmp_path / "tokens"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{RW} rw\r\n{RO} ro\r\n".encode())
+    app = create_app({"DATA_DIR": str(data_dir), "TOKENS_FILE": str(path)})
+    client = app.test_client()
+    assert client.post(SESSION_URL, json={"type": "status"}, headers=bearer(RW)).status_code == 201
+    assert_error(client.post(SESSION_URL, json={"type": "status"}, headers=bearer(RO)), 403, "forbidden")
+    app.extensions["eventsvc.store"].close()
+
+
+def test_checking_an_inherited_socket_leaves_no_descriptor_behind():
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    base = settings.load({}, environ={})
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for address in [f"fd://{listening.fileno()}", f"fd://{os.open(os.devnull, os.O_RDONLY)}"] * 20:
+            settings.bind_refusal(base, [address], open_api=True)
+        after = len(os.listdir("/proc/self/fd"))
+        assert after - before <= 20  # only the 20 devnull descriptors this test opened itself
+    finally:
+        listening.close()

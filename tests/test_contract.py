@@ -1,6 +1,7 @@
 """The Store contract, run against every backend: seqs, reads, idempotency, conflicts, atomic batches, waiting.
 
-Each test gets a fresh store of the backend it is parametrised with; "writes nothing" compares
+Each test gets a fresh store of the backend it is parametrised with (the ``backend`` fixture of
+conftest.py; tests/test_summaries.py runs its store tests on both the same way); "writes nothing" compares
 the backend's whole stored state (every file under segments/, or every row of every table).
 """
 from __future__ import annotations
@@ -8,62 +9,20 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from eventsvc.errors import (EventIdConflict, EventTooLarge, RunNotFound, RunSessionConflict, SeqConflict,
                              SessionNotFound, ValidationFailed)
 from eventsvc.schemas import ENVELOPE_KEYS, parse_timestamp
-from eventsvc.store import open_store
 from eventsvc.store.base import Store
 
 KEYS = ["type", "timestamp", "session_id", "run_id", "seq", "source", "event_id", "payload"]
 
 
-class Backend:
-    """Opens stores on one backend's storage and snapshots everything it holds."""
-
-    def __init__(self, name: str, target: str, state: Callable[[], Any]) -> None:
-        self.name = name
-        self.target = target
-        self._state = state
-        self.opened: list[Store] = []
-
-    def open(self, **options: Any) -> Store:
-        opened = open_store(self.target, **options)
-        self.opened.append(opened)
-        return opened
-
-    def state(self) -> Any:
-        return self._state()
-
-
-def files_state(data_dir: Path) -> dict[str, bytes]:
-    root = data_dir / "segments"
-    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
-
-
-@pytest.fixture(params=["files", "postgres"])
-def backend(request, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "files":
-        data_dir = tmp_path / "data"
-        chosen = Backend("files", str(data_dir), lambda: files_state(data_dir))
-    else:
-        from postgres_db import rows
-
-        url = request.getfixturevalue("pg_url")
-        chosen = Backend("postgres", url, lambda: rows(url))
-    yield chosen
-    for opened in chosen.opened:
-        opened.close()
-
-
 @pytest.fixture
-def store(backend: Backend) -> Store:
+def store(backend) -> Store:
     return backend.open()
 
 

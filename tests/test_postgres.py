@@ -12,6 +12,7 @@ import pytest
 from eventsvc import create_app
 from eventsvc.errors import RunSessionConflict, SchemaMismatch
 from eventsvc.store import open_store
+from eventsvc.store.postgres.schema import LATEST
 from postgres_db import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,14 +70,14 @@ def test_a_database_without_the_schema_is_refused_naming_the_upgrade_command(pg_
         done = subprocess.run([sys.executable, "-m", "eventsvc.cli", "db", "upgrade", url],
                               capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert done.returncode == 0, done.stderr
-        assert "none -> 1" in done.stdout
+        assert f"none -> {LATEST}" in done.stdout
         again = subprocess.run([sys.executable, "-m", "eventsvc.cli", "db", "upgrade", url],
                                capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert (again.returncode, "already current" in again.stdout) == (0, True)
         open_store(url).close()
         psql(url, "DELETE FROM eventsvc_schema_version")
         psql(url, "INSERT INTO eventsvc_schema_version (version) VALUES (0)")
-        with pytest.raises(SchemaMismatch, match=r"older than 1: run `eventsvc db upgrade URL`"):
+        with pytest.raises(SchemaMismatch, match=rf"older than {LATEST}: run `eventsvc db upgrade URL`"):
             open_store(url)
         psql(url, "INSERT INTO eventsvc_schema_version (version) VALUES (99)")
         with pytest.raises(SchemaMismatch, match="newer"):
@@ -144,6 +145,7 @@ def test_two_sessions_racing_for_one_run_leave_it_with_one(pg_url):
 WRITER = """
 import sys
 from eventsvc.store import open_store
+from eventsvc.store.postgres.schema import LATEST
 url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = open_store(url)
 n = 0

@@ -152,3 +152,93 @@ def test_many_streams_leave_threads_for_short_requests(make_run_server):
     finally:
         for sock in streaming:
             sock.close()
+
+
+def test_head_requests_on_stream_routes_give_their_slots_back(make_run_server):
+    """HEAD answers a stream route without iterating its body: the slot must still come back."""
+    server = make_run_server
+    requests.post(f"{server.url}/api/sessions/watched/events", json={"type": "status"}, timeout=10).raise_for_status()
+    with requests.Session() as http:
+        for _ in range(260):  # more than both workers' caps together (2 x 112)
+            assert http.head(f"{server.url}/api/sessions/watched/events/stream", timeout=10).status_code == 200
+    with requests.get(f"{server.url}/api/sessions/watched/events/stream", params={"until_seq": 1},
+                      stream=True, timeout=10) as stream:
+        assert stream.status_code == 200 and b"event: end" in stream.content
+
+
+def test_a_pipelined_partial_request_is_read_in_the_loop_too(make_run_server):
+    """A complete request followed by the start of another, then silence: the second is answered 408
+    after the header timeout (3 s), never left to hold a thread."""
+    with socket.create_connection(_address(make_run_server), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n")
+        answers = _read_until_closed(sock, time.monotonic() + 15)
+    assert answers.startswith(b"HTTP/1.1 200 ")
+    assert b"HTTP/1.1 408 " in answers
+
+
+def test_a_head_over_64_kib_is_a_431(make_run_server):
+    with socket.create_connection(_address(make_run_server), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Filler: " + b"a" * 8000 + b"\r\n")
+        for _ in range(9):
+            sock.sendall(b"X-More: " + b"b" * 8000 + b"\r\n")
+        answer = _read_until_closed(sock, time.monotonic() + 10)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_header_fields_too_large"
+
+
+def test_trickling_bodies_hold_no_thread(make_run_server):
+    """300 requests with complete headers whose bodies arrive a byte at a time: read in the loop, so
+    short requests still answer within 1 s; none of them is stored before its body is complete."""
+    address = _address(make_run_server)
+    slow = []
+    try:
+        for _ in range(SLOW):
+            sock = socket.create_connection(address, timeout=10)
+            sock.sendall(b"POST /api/sessions/trickle/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+            slow.append(sock)
+        for _ in range(3):
+            for sock in slow:
+                sock.sendall(b" ")
+            _well_behaved_requests_answer_in_time(make_run_server, "fine")
+    finally:
+        for sock in slow:
+            sock.close()
+    assert requests.get(f"{make_run_server.url}/api/sessions/trickle/events", timeout=10).status_code == 404
+
+
+def test_at_the_connection_cap_the_oldest_unfinished_request_makes_room(tmp_path: Path):
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
+                          env={"EVENTSVC_MAX_CONNECTIONS": "40", "EVENTSVC_THREADS": "8"})
+    idle = []
+    try:
+        for _ in range(60):
+            sock = socket.create_connection(_address(server), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+            idle.append(sock)
+        _well_behaved_requests_answer_in_time(server, "fine")
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
+def test_the_stream_cap_follows_the_threads_gunicorn_really_has(tmp_path: Path):
+    """`--threads 4` on the command line (EVENTSVC_THREADS left at 128): the cap is 4 less a reserve, so
+    streams beyond it are refused and /healthz still answers."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
+                          env={"GUNICORN_CMD_ARGS": "--threads 4"})
+    streams = []
+    try:
+        requests.post(f"{server.url}/api/sessions/w/events", json={"type": "status"}, timeout=10).raise_for_status()
+        statuses = []
+        for _ in range(6):
+            sock, status, _headers = _open_stream(_address(server), "w")
+            statuses.append(status)
+            streams.append(sock)
+        assert statuses == [200, 200, 200, 503, 503, 503], statuses
+        _well_behaved_requests_answer_in_time(server, "fine")
+    finally:
+        for sock in streams:
+            sock.close()
+        server.stop()

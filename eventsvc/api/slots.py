@@ -58,9 +58,32 @@ def slots() -> StreamSlots:
     return current_app.extensions[EXTENSION]
 
 
-def holding(slot: StreamSlots, frames: Iterator[bytes]) -> Iterator[bytes]:
-    """``frames`` with a slot already taken, given back when the stream ends or its client goes away."""
-    try:
-        yield from frames
-    finally:
-        slot.give_back()
+class Held:
+    """A stream's frames holding a slot: given back once, when the frames end or the response closes.
+
+    A response whose body is never iterated (HEAD, a client gone before the first byte) is only
+    closed, and closing a generator that never started runs none of its ``finally``: so the
+    response's close hook gives the slot back too, and whichever comes first wins.
+    """
+
+    def __init__(self, slot: StreamSlots, frames: Iterator[bytes]) -> None:
+        self._slot = slot
+        self._frames = frames
+        self._held = True
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._frames
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        self._slot.give_back()
+        close = getattr(self._frames, "close", None)
+        if close is not None:
+            close()

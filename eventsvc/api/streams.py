@@ -13,7 +13,7 @@ from ..errors import NotFound
 from ..live import Delivery, End, KeepAlive, resolve, subscribe
 from ..store.base import Store
 from . import store
-from .slots import holding, slots
+from .slots import Held, slots
 from .wire import stream_query
 
 bp = Blueprint("streams", __name__, url_prefix="/api")
@@ -34,14 +34,15 @@ def _stream(*, session_id: str | None, run_id: str | None) -> Response:
     query = stream_query(request)
     keepalive = float(current_app.config["SSE_KEEPALIVE"])
     event_store = store()
+    query["types"] = event_store.check_types(query["types"])  # a 422 before the stream starts
     # Unknown session or run: a JSON 404 before any stream starts, unless asked to wait for it.
     resolved = None if query["wait"] else resolve(event_store, session_id=session_id, run_id=run_id, wait=0)
     slot = slots()
     slot.take()  # 503 too_many_streams when this worker is at its cap
-    body = holding(slot, _frames(event_store, resolved, session_id, run_id, query, keepalive))
-    response = Response(body, status=200, mimetype="text/event-stream",
+    body = Held(slot, _frames(event_store, resolved, session_id, run_id, query, keepalive))
+    response = Response(iter(body), status=200, mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    response.call_on_close(body.close)  # gives the slot back even if the body is never iterated
+    response.call_on_close(body.release)  # also when the body is never iterated (HEAD)
     return response
 
 
@@ -54,7 +55,7 @@ def _frames(event_store: Store, session_id: str | None, requested_session: str |
         except NotFound:
             yield b": keepalive\n\n"
     for item in subscribe(event_store, session_id, run_id=run_id, since_seq=query["since_seq"],
-                          until_seq=query["until_seq"], keepalive=keepalive):
+                          until_seq=query["until_seq"], keepalive=keepalive, types=query["types"]):
         if isinstance(item, Delivery):
             yield b"id: %d\nevent: %s\ndata: %s\n\n" % (item.seq, item.type.encode(), item.line)
         elif isinstance(item, KeepAlive):

@@ -11,11 +11,14 @@ from marshmallow import ValidationError
 
 from ..errors import BadRequest, RequestTimeout, UnsupportedMediaType, ValidationFailed
 from ..jsoncodec import loads_strict
-from ..schemas import PageQuerySchema, StreamQuerySchema, load_page_query
+from ..schemas import (ListingQuerySchema, PageQuerySchema, RunListingQuerySchema, StreamQuerySchema,
+                       load_page_query)
 from ..store import Page
 
 _page_query = PageQuerySchema()
 _stream_query = StreamQuerySchema()
+_listing_query = ListingQuerySchema()
+_run_listing_query = RunListingQuerySchema()
 
 
 def json_body(request: Request) -> Any:
@@ -72,6 +75,11 @@ def page_query(request: Request) -> dict[str, Any]:
     return _load_query(_page_query, request)
 
 
+def listing_query(request: Request, *, runs: bool = False) -> dict[str, Any]:
+    """``limit`` and ``cursor`` of a summary listing (with ``status`` and ``session_id`` for runs)."""
+    return _load_query(_run_listing_query if runs else _listing_query, request)
+
+
 def stream_query(request: Request) -> dict[str, Any]:
     """``since_seq`` (or the Last-Event-ID header, which wins), ``until_seq`` and ``wait``."""
     query = _load_query(_stream_query, request)
@@ -102,7 +110,6 @@ def page_response(page: Page, since_seq: int, *, run_id: str | None = None) -> R
     parts = [b'{"session_id":', stdlib_json.dumps(page.session_id).encode()]
     if run_id is not None:
         parts += [b',"run_id":', stdlib_json.dumps(run_id).encode()]
-    next_since_seq = page.seqs[-1] if page.seqs else since_seq
     parts += [b',"events":[', b",".join(page.lines),
-              b'],"next_since_seq":%d,"has_more":%s}' % (next_since_seq, b"true" if page.has_more else b"false")]
+              b'],"next_since_seq":%d,"has_more":%s}' % (page.next_since_seq, b"true" if page.has_more else b"false")]
     return Response(b"".join(parts), status=200, mimetype="application/json")

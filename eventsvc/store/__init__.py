@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,12 +22,14 @@ from ..config import is_database_url
 from ..errors import RunNotFound, SessionNotFound, StorageError, ValidationFailed
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
-from . import appends, reads, seals, segments
+from . import appends, listings, reads, seals, segments
 from .drafts import Draft, details_for_single, prepare
 from .index import (DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState, is_corruption,
                     storage_error)
+from .listings import SummaryPage
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, catch_up, is_consistent
+from .type_filter import FilteredPage
 from .watch import AppendWatcher
 
 if TYPE_CHECKING:
@@ -62,6 +64,9 @@ class Page:
     lines: list[bytes]
     seqs: list[int]
     has_more: bool
+    # The page looked at every event up to here: the last returned seq, or past it under a type
+    # filter (pass it as the next since_seq); since_seq when the page found nothing to look at.
+    next_since_seq: int
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,7 @@ class EventStore:
             fresh.db.execute_sql("PRAGMA synchronous = OFF")
             damaged: dict[str, str] = {}
             try:
-                for session_id in self.session_ids():
+                for session_id in _in_write_order(self.segments_dir, self.session_ids()):
                     try:
                         catch_up(fresh, self.segments_dir / session_id, session_id)
                     except Unindexable as exc:
@@ -291,7 +296,7 @@ class EventStore:
         state = known.state
         last_seq = state.last_seq if state else 0
         appends.check_expected_seqs(fresh, last_seq)
-        new_runs = appends.runs_to_claim(session_id, fresh, last_seq, known.run_owners)
+        appends.runs_to_claim(session_id, fresh, last_seq, known.run_owners)  # another session's run: refused
         lines = [draft.line(seq) for seq, draft in enumerate(fresh, last_seq + 1)]
         appends.check_sizes(fresh, lines, self.max_event_bytes)
 
@@ -313,7 +318,7 @@ class EventStore:
         rows, end = appends.index_rows(session_id, fresh, lines, last_seq, segment, offset)
         new_state = SessionState(session_id, last_seq + len(fresh), segment, end)
         try:
-            self._index.commit_append(new_state, rows, new_runs, marked=len(lines) > 1)
+            self._index.commit_append(new_state, rows, marked=len(lines) > 1)
         except BaseException:
             # Not acknowledged, so not kept: cut the log back to where the index ends.
             appends.undo_write(path, offset)
@@ -346,44 +351,87 @@ class EventStore:
 
     @_translated
     def read_page(self, session_id: str, *, run_id: str | None = None, since_seq: int = 0,
-                  limit: int = 100) -> Page:
-        """Envelopes with ``seq > since_seq`` in seq order, as the log's bytes.
+                  limit: int = 100, types: Iterable[str] | None = None) -> Page:
+        """Envelopes with ``seq > since_seq`` in seq order, as the log's bytes (only of ``types``, if given).
 
-        Raises SessionNotFound when the session has no events at all.
+        Raises SessionNotFound when the session has no events at all, ValidationFailed for bad
+        bounds or an unregistered type.
         """
         reads.check_page_bounds(since_seq, limit)
+        wanted = self.check_types(types)
+        if wanted is not None:
+            page = self._index.filtered_page(session_id, run_id, wanted, since_seq=since_seq, limit=limit)
+            if not page.locations and self._index.session_state(session_id) is None:
+                raise SessionNotFound(f"session {session_id!r} not found")
+            return self._filtered(session_id, page)
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit + 1)
         if not locations and self._index.session_state(session_id) is None:
             raise SessionNotFound(f"session {session_id!r} not found")
-        has_more = len(locations) > limit
-        locations = locations[:limit]
-        return Page(session_id, self._read_lines(session_id, locations), [loc[0] for loc in locations], has_more)
+        return self._page(session_id, locations, since_seq, limit)
 
     @_translated
-    def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100) -> Page:
+    def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100,
+                      types: Iterable[str] | None = None) -> Page:
         """A page of one run's events, found without knowing its session. Raises RunNotFound."""
         reads.check_page_bounds(since_seq, limit)
+        wanted = self.check_types(types)
+        if wanted is not None:
+            session_id = self._index.run_session(run_id) if is_valid_id(run_id) else None
+            if session_id is None:
+                raise RunNotFound(f"run {run_id!r} not found")
+            return self._filtered(session_id, self._index.filtered_page(session_id, run_id, wanted,
+                                                                        since_seq=since_seq, limit=limit))
         session_id, locations = (self._index.run_page(run_id, since_seq=since_seq, limit=limit + 1)
                                  if is_valid_id(run_id) else (None, []))
         if session_id is None:
             raise RunNotFound(f"run {run_id!r} not found")
+        return self._page(session_id, locations, since_seq, limit)
+
+    def _page(self, session_id: str, locations: list[Location], since_seq: int, limit: int) -> Page:
         has_more = len(locations) > limit
         locations = locations[:limit]
-        return Page(session_id, self._read_lines(session_id, locations), [loc[0] for loc in locations], has_more)
+        seqs = [loc[0] for loc in locations]
+        return Page(session_id, self._read_lines(session_id, locations), seqs, has_more,
+                    seqs[-1] if seqs else since_seq)
+
+    def _filtered(self, session_id: str, page: FilteredPage) -> Page:
+        return Page(session_id, self._read_lines(session_id, page.locations), [loc[0] for loc in page.locations],
+                    page.has_more, page.scanned_to)
+
+    def check_types(self, types: Iterable[str] | None) -> list[str] | None:
+        """The type filter as a list (None: no filter); raises ValidationFailed for an unregistered name."""
+        return listings.check_types(types, self.event_types)
 
     @_translated
-    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
-        """The aggregated view: every event of the session after ``since_seq``, run events included."""
-        return self._envelopes(session_id, None, since_seq, limit)
+    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100, *,
+                              types: Iterable[str] | None = None) -> list[dict]:
+        """The aggregated view: every event of the session after ``since_seq``, run events included.
+
+        With ``types``, up to ``limit`` events of those types (looking as far into the log as it takes).
+        """
+        return self._envelopes(session_id, None, since_seq, limit, types)
 
     @_translated
-    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
+    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100, *,
+                          types: Iterable[str] | None = None) -> list[dict]:
         """Only ``run_id``'s events after ``since_seq``, with their session-level seqs, in seq order."""
-        return self._envelopes(session_id, run_id, since_seq, limit)
+        return self._envelopes(session_id, run_id, since_seq, limit, types)
 
-    def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int) -> list[dict]:
+    def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int,
+                   types: Iterable[str] | None) -> list[dict]:
         reads.check_page_bounds(since_seq, limit)
-        locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit)
+        wanted = self.check_types(types)
+        if wanted is None:
+            return self._read_envelopes(session_id, self._index.page(session_id, run_id, since_seq=since_seq,
+                                                                     limit=limit))
+        locations: list[Location] = []
+        while len(locations) < limit:
+            page = self._index.filtered_page(session_id, run_id, wanted, since_seq=since_seq,
+                                             limit=limit - len(locations))
+            locations += page.locations
+            if not page.has_more:
+                break
+            since_seq = page.scanned_to
         return self._read_envelopes(session_id, locations)
 
     @_translated
@@ -410,6 +458,58 @@ class EventStore:
         """The session a run belongs to, or None for an unknown run."""
         return self._index.run_session(run_id)
 
+    # -- summaries ---------------------------------------------------------------------------
+
+    @_translated
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session's summary (a primary-key read of the index), or None when it is unknown."""
+        return self._index.get_session(session_id) if is_valid_id(session_id) else None
+
+    @_translated
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run's summary (a primary-key read of the index), or None when it is unknown."""
+        return self._index.get_run(run_id) if is_valid_id(run_id) else None
+
+    @_translated
+    def list_sessions(self, limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        """Session summaries, most recently appended-to first; pass ``next_cursor`` back for the next page.
+
+        A session appended to while a caller pages moves to the first page (it may then be missed
+        by that walk); a walk that sees no appends returns every session once. Raises
+        ValidationFailed for a limit outside 1-1000 or a malformed cursor.
+        """
+        listings.check_limit(limit)
+        position = listings.decode(listings.SESSIONS, cursor)
+        found = self._index.list_sessions(before=position[0] if position else None, limit=limit + 1)
+        return listings.page_of(found, limit, listings.SESSIONS)
+
+    @_translated
+    def list_runs(self, *, session_id: str | None = None, statuses: Iterable[str] | None = None,
+                  limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        """Run summaries, most recently appended-to first, optionally of one session and/or some statuses.
+
+        Ordering and cursors as ``list_sessions``. Raises ValidationFailed for an unknown status, an
+        invalid session_id, a limit outside 1-1000 or a malformed cursor.
+        """
+        listings.check_limit(limit)
+        wanted = listings.check_statuses(statuses)
+        if session_id is not None:
+            listings.check_id("session_id", session_id)
+        position = listings.decode(listings.RUNS, cursor)
+        found = self._index.list_runs(session_id=session_id, statuses=wanted,
+                                      before=position if position else None, limit=limit + 1)  # type: ignore[arg-type]
+        return listings.page_of(found, limit, listings.RUNS)
+
+    @_translated
+    def list_session_runs(self, session_id: str, *, limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        """The session's run summaries in order of their first event. Raises SessionNotFound."""
+        listings.check_limit(limit)
+        position = listings.decode(listings.SESSION_RUNS, cursor)
+        if not is_valid_id(session_id) or self._index.session_state(session_id) is None:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        found = self._index.list_session_runs(session_id, after=position[0] if position else 0, limit=limit + 1)
+        return listings.page_of([(run["first_seq"], run) for run in found], limit, listings.SESSION_RUNS)
+
     def query_plan(self, session_id: str, run_id: str | None = None) -> str:
         return self._index.query_plan(session_id, run_id)
 
@@ -430,12 +530,26 @@ def _checked_index(path: Path, locks: Locks) -> Index:
     return index
 
 
+def _in_write_order(segments_dir: Path, session_ids: list[str]) -> list[str]:
+    """Sessions by when their active segment was last written, so that a rebuilt index lists the
+    most recently appended-to first as the old one did (the log keeps no order across sessions)."""
+    def last_write(session_id: str) -> tuple[float, str]:
+        bases = segments.list_bases(segments_dir / session_id)
+        try:
+            return (os.stat(segments_dir / session_id / segments.segment_name(bases[-1])).st_mtime if bases else 0.0,
+                    session_id)
+        except OSError:
+            return 0.0, session_id
+
+    return sorted(session_ids, key=last_write)
+
+
 def _remove_database(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
-__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport", "open_store"]
+__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport", "SummaryPage", "open_store"]
 
 
 def open_store(target: str | os.PathLike[str], **options: Any) -> Store:

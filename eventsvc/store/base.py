@@ -12,15 +12,15 @@ Every backend passes the same contract suite (tests/test_contract.py). Errors ar
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..types import EventTypeSet
 # The result types live with the files backend for now (users import them from eventsvc.store);
 # they are the protocol's too, and every backend returns exactly these.
-from . import AppendResult, Page
+from . import AppendResult, Page, SummaryPage
 
-__all__ = ["AppendResult", "Page", "Store"]
+__all__ = ["AppendResult", "Page", "Store", "SummaryPage"]
 
 
 @runtime_checkable
@@ -70,22 +70,32 @@ class Store(Protocol):
     # -- reads -----------------------------------------------------------------------------------
 
     def read_page(self, session_id: str, *, run_id: str | None = None, since_seq: int = 0,
-                  limit: int = 100) -> Page:
+                  limit: int = 100, types: Iterable[str] | None = None) -> Page:
         """Envelopes with ``seq > since_seq`` in seq order, as stored bytes; ``run_id`` narrows to one run.
 
-        Raises SessionNotFound when the session has no events at all, ValidationFailed for bad bounds.
+        With ``types``, only events of those types: the page looks at a bounded window of rows and
+        its ``next_since_seq`` may lie past the last event returned (pass it on to page further).
+        Raises SessionNotFound when the session has no events at all, ValidationFailed for bad
+        bounds or an unregistered type.
         """
         ...
 
-    def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100) -> Page:
+    def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100,
+                      types: Iterable[str] | None = None) -> Page:
         """A page of one run's events, found without knowing its session. Raises RunNotFound."""
         ...
 
-    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
+    def check_types(self, types: Iterable[str] | None) -> list[str] | None:
+        """A type filter as a list (None: no filter); raises ValidationFailed for an unregistered name."""
+        ...
+
+    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100, *,
+                              types: Iterable[str] | None = None) -> list[dict]:
         """Every event of the session after ``since_seq`` (run events included); [] for an unknown one."""
         ...
 
-    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
+    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100, *,
+                          types: Iterable[str] | None = None) -> list[dict]:
         """Only ``run_id``'s events after ``since_seq``, with their session-level seqs, in seq order."""
         ...
 
@@ -103,6 +113,29 @@ class Store(Protocol):
 
     def session_ids(self) -> list[str]:
         """Every session that holds an event, sorted."""
+        ...
+
+    # -- summaries and listings (kept current at append time, in the append's transaction) ----------
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session's summary (``eventsvc.summaries.SESSION_KEYS``), or None when it is unknown."""
+        ...
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run's summary (``eventsvc.summaries.RUN_KEYS``), or None when it is unknown."""
+        ...
+
+    def list_sessions(self, limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        """Session summaries, most recently appended-to first; ``next_cursor`` pages on (opaque)."""
+        ...
+
+    def list_runs(self, *, session_id: str | None = None, statuses: Iterable[str] | None = None,
+                  limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        """Run summaries, most recently appended-to first, optionally of one session and/or some statuses."""
+        ...
+
+    def list_session_runs(self, session_id: str, *, limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        """The session's run summaries in order of their first event. Raises SessionNotFound."""
         ...
 
     # -- waiting and lifetime --------------------------------------------------------------------

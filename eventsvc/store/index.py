@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 import json
 import shutil
 import sqlite3
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import peewee as pw
 
-from ..errors import RunSessionConflict, StorageError, StorageFull
+from ..errors import StorageError, StorageFull
+from . import summary_index, type_filter
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: run and session summaries; an older index is moved aside and rebuilt
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -154,24 +155,54 @@ def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], ...]:
 
     # Run reads are the hot path: the index carries the segment, offset and length so a page
     # of a run is answered from the index alone, with no lookup into the table per row.
+    # The type comes last, so a run read filtered by type is answered from this index too.
     Event.add_index(Event.index(Event.session_id, Event.run_id, Event.seq,
-                                Event.segment, Event.offset, Event.length,
+                                Event.segment, Event.offset, Event.length, Event.type,
                                 name="idx_session_event_run_seq"))
     Event.add_index(Event.index(Event.session_id, Event.event_id, unique=True, name="idx_session_event_id"))
 
     class Run(BaseModel):
+        """A run's owner and its summary (kept current by every commit that indexes its events)."""
+
         run_id = pw.TextField(primary_key=True)
         session_id = pw.TextField()
         first_seq = pw.IntegerField()
+        status = pw.TextField()
+        verify = pw.TextField(null=True)
+        last_seq = pw.IntegerField()
+        event_count = pw.IntegerField()
+        created_at = pw.TextField(null=True)
+        started_at = pw.TextField(null=True)
+        ended_at = pw.TextField(null=True)
+        updated_at = pw.TextField(null=True)
+        blocked = pw.IntegerField()
+        warned = pw.IntegerField()
+        counts = pw.TextField()  # JSON object: type -> events of that type
+        touched = pw.IntegerField()  # the index commit that last added to it: "most recently appended-to"
 
         class Meta:
             without_rowid = True
+            indexes = (  # each ordered for one listing; unfiltered run listings merge the status ranges
+                (("status", "touched", "last_seq"), False),
+                (("session_id", "touched", "last_seq"), False),
+                (("session_id", "first_seq"), False),
+            )
 
     class Session(BaseModel):
+        """A session's checkpoint (what the index has seen of its log) and its summary."""
+
         session_id = pw.TextField(primary_key=True)
         last_seq = pw.IntegerField()
         segment = pw.IntegerField()
         end_offset = pw.IntegerField()
+        first_seq = pw.IntegerField()
+        event_count = pw.IntegerField()
+        created_at = pw.TextField(null=True)
+        updated_at = pw.TextField(null=True)
+        run_count = pw.IntegerField()
+        active_runs = pw.IntegerField()
+        closed = pw.IntegerField()
+        touched = pw.IntegerField(index=True)
 
         class Meta:
             without_rowid = True
@@ -201,6 +232,9 @@ class BeforeAppend:
 
 class Index:
     """Queries and the one write transaction of the index. Thread-safe (a connection per thread)."""
+
+    # What a commit does to the summaries; an attribute so that the bench can weigh its cost.
+    record_summaries = staticmethod(summary_index.record)
 
     def __init__(self, path: Path, *, write_lock: Callable[[], AbstractContextManager[None]] | None = None) -> None:
         self.path = path
@@ -282,6 +316,11 @@ class Index:
         row = self.db.execute_sql(_PACKED_RUN_PAGE_SQL, (run_id, since_seq, limit)).fetchone()
         return (row[0], unpacked(row[1:])) if row else (None, [])
 
+    def filtered_page(self, session_id: str, run_id: str | None, types: Sequence[str], *, since_seq: int,
+                      limit: int) -> type_filter.FilteredPage:
+        """Up to ``limit`` locations of ``types`` after ``since_seq``, looking at a bounded window of rows."""
+        return type_filter.page(self.db.connection(), session_id, run_id, types, since_seq=since_seq, limit=limit)
+
     def first_of_types(self, session_id: str, run_id: str, types: Iterable[str]) -> int | None:
         """Seq of the run's first event with one of ``types`` (None when it has none)."""
         Event = self.Event
@@ -351,49 +390,57 @@ class Index:
         with self._write_lock(), self.db.atomic():
             self.db.execute_sql("DELETE FROM pending_batch WHERE session_id = ?", (session_id,))
 
-    def commit_append(self, state: SessionState, rows: Sequence[tuple], runs: Sequence[tuple[str, int]], *,
-                      marked: bool = True) -> None:
-        """Index one append in one transaction: event rows, new runs, the session checkpoint
-        (and the end of its pending-batch mark).
+    def commit_append(self, state: SessionState, rows: Sequence[tuple], *, marked: bool = True) -> None:
+        """Index one append in one transaction: event rows, the summaries of the runs and the session
+        they touch, the session checkpoint (and the end of its pending-batch mark).
 
         ``rows`` are (session_id, seq, run_id, type, event_id, timestamp, segment, offset, length).
-        Raises RunSessionConflict, leaving the index unchanged, when another session claimed one
-        of ``runs`` first (the check before the write cannot see a claim made concurrently).
+        A run without a row yet is claimed by this session. Raises RunSessionConflict, leaving the
+        index unchanged, when another session claimed one of them first (the check before the
+        write cannot see a claim made concurrently).
         """
         with self._write_lock(), self.db.atomic():
             conn = self.db.connection()
-            for run_id, first_seq in runs:
-                conn.execute("INSERT OR IGNORE INTO run (run_id, session_id, first_seq) VALUES (?, ?, ?)",
-                             (run_id, state.session_id, first_seq))
-                owner = conn.execute("SELECT session_id FROM run WHERE run_id = ?", (run_id,)).fetchone()[0]
-                if owner != state.session_id:
-                    raise RunSessionConflict(
-                        f"run {run_id!r} belongs to session {owner!r}",
-                        {"run_id": run_id, "session_id": owner})
+            self.record_summaries(conn, state.session_id, (state.last_seq, state.segment, state.end_offset), rows)
             # The hot path: one executemany through the same handle, not a Peewee object per row.
             conn.executemany(
                 'INSERT INTO event (session_id, seq, run_id, type, event_id, timestamp, segment, "offset", length)'
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             if marked:  # only a batch append leaves a mark behind; a single one need not look
                 conn.execute("DELETE FROM pending_batch WHERE session_id = ?", (state.session_id,))
-            conn.execute(
-                "INSERT INTO session (session_id, last_seq, segment, end_offset) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (session_id) DO UPDATE SET last_seq = excluded.last_seq,"
-                " segment = excluded.segment, end_offset = excluded.end_offset",
-                (state.session_id, state.last_seq, state.segment, state.end_offset))
 
     def forget_after(self, session_id: str, seq: int, state: SessionState | None) -> int:
-        """Drop rows past ``seq`` (the log lost them) and reset the checkpoint; returns rows dropped."""
+        """Drop rows past ``seq`` (the log lost them), reset the checkpoint and recompute the session's
+        summaries from the rows that remain; returns rows dropped."""
         with self._write_lock(), self.db.atomic():
             dropped = self.Event.delete().where(
                 (self.Event.session_id == session_id) & (self.Event.seq > seq)).execute()
-            self.Run.delete().where((self.Run.session_id == session_id) & (self.Run.first_seq > seq)).execute()
             if state is None:
+                self.Run.delete().where(self.Run.session_id == session_id).execute()
                 self.Session.delete().where(self.Session.session_id == session_id).execute()
             else:
-                self.Session.replace(session_id=session_id, last_seq=state.last_seq,
-                                     segment=state.segment, end_offset=state.end_offset).execute()
+                summary_index.recompute(self.db.connection(), session_id,
+                                        (state.last_seq, state.segment, state.end_offset))
         return dropped
+
+    # -- summaries (primary-key reads and index-ordered listings; see summary_index) -------------
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        return summary_index.get_run(self.db.connection(), run_id)
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        return summary_index.get_session(self.db.connection(), session_id)
+
+    def list_sessions(self, *, before: int | None, limit: int) -> list[tuple[int, dict]]:
+        return summary_index.list_sessions(self.db.connection(), before=before, limit=limit)
+
+    def list_runs(self, *, session_id: str | None, statuses: Iterable[str] | None,
+                  before: tuple[int, int] | None, limit: int) -> list[tuple[tuple[int, int], dict]]:
+        return summary_index.list_runs(self.db.connection(), session_id=session_id, statuses=statuses,
+                                       before=before, limit=limit)
+
+    def list_session_runs(self, session_id: str, *, after: int, limit: int) -> list[dict]:
+        return summary_index.list_session_runs(self.db.connection(), session_id, after=after, limit=limit)
 
     def counts(self) -> tuple[int, int]:
         """(events, sessions) in the index."""

@@ -128,9 +128,8 @@ def _flush(index: Index, pending: _Pending) -> None:
     known = index.before_append(session_id, [row[4] for row in rows],
                                 {row[2] for row in rows if row[2] is not None})
     stored, owners = known.stored, known.run_owners
-    runs: dict[str, int] = {}
     for position, row in enumerate(rows):
-        seq, run_id, event_id = row[1], row[2], row[4]
+        run_id, event_id = row[2], row[4]
         if event_id in stored:
             clash = f"event_id {event_id!r} is already stored in this session"
         elif run_id is not None and owners.get(run_id, session_id) != session_id:
@@ -139,13 +138,11 @@ def _flush(index: Index, pending: _Pending) -> None:
             rows = rows[:position]
             clash = f"{pending.session_dir / segments.segment_name(row[6])}:{row[7]}: {clash}"
             break
-        if run_id is not None and run_id not in owners:
-            runs.setdefault(run_id, seq)
     pending.rows, pending.event_ids = [], set()
     if rows:
         last = rows[-1]
         pending.state = SessionState(session_id, last[1], last[6], last[7] + last[8])
-        index.commit_append(pending.state, rows, list(runs.items()))
+        index.commit_append(pending.state, rows)
         log.info("indexed %d events of session %s found in the log past the index", len(rows), session_id)
     if clash:
         raise Unindexable(clash)

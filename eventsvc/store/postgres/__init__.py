@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -16,27 +16,18 @@ import psycopg
 from ...errors import RunNotFound, SchemaMismatch, SessionNotFound, StorageError, ValidationFailed
 from ...schemas import EventInputSchema, is_valid_id
 from ...types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
-from .. import AppendResult, Page, reads
+from .. import AppendResult, Page, listings, reads
 from ..drafts import details_for_single, prepare
+from ..listings import SummaryPage
+from . import pages
 from . import schema
+from . import summaries as pg_summaries
 from .connect import Options, Pooled, connect, where
 from .listen import NotifyWatcher
 from .writes import append_transaction
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
-
-_PAGE = ("SELECT seq, envelope FROM event WHERE session_id = %s AND seq > %s ORDER BY seq LIMIT %s")
-_RUN_PAGE = ("SELECT seq, envelope FROM event WHERE session_id = %s AND run_id = %s AND seq > %s "
-             "ORDER BY seq LIMIT %s")
-# One round trip: the run's owner, and the page of its events (no row at all for an unknown run).
-_RUN_PAGE_BY_ID = """
-SELECT r.session_id, e.seq, e.envelope FROM run r
-LEFT JOIN LATERAL (SELECT seq, envelope FROM event
-                   WHERE session_id = r.session_id AND run_id = r.run_id AND seq > %s
-                   ORDER BY seq LIMIT %s) e ON true
-WHERE r.run_id = %s ORDER BY e.seq
-"""
 
 
 class PostgresStore:
@@ -110,35 +101,71 @@ class PostgresStore:
     # -- reads -----------------------------------------------------------------------------------
 
     def read_page(self, session_id: str, *, run_id: str | None = None, since_seq: int = 0,
-                  limit: int = 100) -> Page:
+                  limit: int = 100, types: Iterable[str] | None = None) -> Page:
         reads.check_page_bounds(since_seq, limit)
-        rows = self._rows(session_id, run_id, since_seq, limit + 1)
-        if not rows and self.last_seq(session_id) == 0:
+        wanted = self.check_types(types)
+        if not is_valid_id(session_id) or (run_id is not None and not is_valid_id(run_id)):
+            page = pages.page_of(session_id, [], limit, since_seq)  # no such id can be stored
+        elif wanted is not None:
+            page = self._run(lambda conn: pages.filtered_page(conn, session_id, run_id, wanted,
+                                                                 since_seq=since_seq, limit=limit))
+        else:
+            page = pages.page_of(session_id, self._rows(session_id, run_id, since_seq, limit + 1), limit, since_seq)
+        if not page.lines and self.last_seq(session_id) == 0:
             raise SessionNotFound(f"session {session_id!r} not found")
-        return _page(session_id, rows, limit)
+        return page
 
-    def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100) -> Page:
+    def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100,
+                      types: Iterable[str] | None = None) -> Page:
         reads.check_page_bounds(since_seq, limit)
-        rows = (self._run(lambda conn: conn.execute(_RUN_PAGE_BY_ID, (since_seq, limit + 1, run_id)).fetchall())
+        wanted = self.check_types(types)
+        if wanted is not None:
+            session_id = self.run_session(run_id)
+            if session_id is None:
+                raise RunNotFound(f"run {run_id!r} not found")
+            return self._run(lambda conn: pages.filtered_page(conn, session_id, run_id, wanted,
+                                                                 since_seq=since_seq, limit=limit))
+        rows = (self._run(lambda conn: conn.execute(pages.RUN_PAGE_BY_ID, (since_seq, limit + 1, run_id)).fetchall())
                 if is_valid_id(run_id) else [])
         if not rows:
             raise RunNotFound(f"run {run_id!r} not found")
-        return _page(rows[0][0], [(seq, text) for _, seq, text in rows if seq is not None], limit)
+        return pages.page_of(rows[0][0], [(seq, text) for _, seq, text in rows if seq is not None], limit, since_seq)
 
-    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
-        reads.check_page_bounds(since_seq, limit)
-        return [json.loads(text) for _, text in self._rows(session_id, None, since_seq, limit)]
+    def check_types(self, types: Iterable[str] | None) -> list[str] | None:
+        return listings.check_types(types, self.event_types)
 
-    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100) -> list[dict]:
+    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100, *,
+                              types: Iterable[str] | None = None) -> list[dict]:
+        return self._envelopes(session_id, None, since_seq, limit, types)
+
+    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100, *,
+                          types: Iterable[str] | None = None) -> list[dict]:
+        return self._envelopes(session_id, run_id, since_seq, limit, types)
+
+    def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int,
+                   types: Iterable[str] | None) -> list[dict]:
         reads.check_page_bounds(since_seq, limit)
-        return [json.loads(text) for _, text in self._rows(session_id, run_id, since_seq, limit)]
+        wanted = self.check_types(types)
+        if wanted is None:
+            return [json.loads(text) for _, text in self._rows(session_id, run_id, since_seq, limit)]
+        if not is_valid_id(session_id) or (run_id is not None and not is_valid_id(run_id)):
+            return []
+        lines: list[bytes] = []
+        while len(lines) < limit:
+            page = self._run(lambda conn: pages.filtered_page(conn, session_id, run_id, wanted,
+                                                                 since_seq=since_seq, limit=limit - len(lines)))
+            lines += page.lines
+            if not page.has_more:
+                break
+            since_seq = page.next_since_seq
+        return [json.loads(line) for line in lines]
 
     def _rows(self, session_id: str, run_id: str | None, since_seq: int, limit: int) -> list[tuple[int, str]]:
         if not is_valid_id(session_id) or (run_id is not None and not is_valid_id(run_id)):
             return []  # no such id can be stored (and a NUL byte would not even reach the server)
         if run_id is None:
-            return self._run(lambda conn: conn.execute(_PAGE, (session_id, since_seq, limit)).fetchall())
-        return self._run(lambda conn: conn.execute(_RUN_PAGE, (session_id, run_id, since_seq, limit)).fetchall())
+            return self._run(lambda conn: conn.execute(pages.PAGE, (session_id, since_seq, limit)).fetchall())
+        return self._run(lambda conn: conn.execute(pages.RUN_PAGE, (session_id, run_id, since_seq, limit)).fetchall())
 
     def last_seq(self, session_id: str) -> int:
         return self._last_seqs([session_id]).get(session_id, 0)
@@ -169,20 +196,54 @@ class PostgresStore:
         return [row[0] for row in self._run(lambda conn: conn.execute(
             "SELECT session_id FROM session ORDER BY session_id").fetchall())]
 
+    # -- summaries and listings ------------------------------------------------------------------
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        if not is_valid_id(session_id):
+            return None
+        return self._run(lambda conn: pg_summaries.get_session(conn, session_id))
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        if not is_valid_id(run_id):
+            return None
+        return self._run(lambda conn: pg_summaries.get_run(conn, run_id))
+
+    def list_sessions(self, limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        listings.check_limit(limit)
+        position = listings.decode(listings.SESSIONS, cursor)
+        found = self._run(lambda conn: pg_summaries.list_sessions(conn, before=position[0] if position else None,
+                                                                  limit=limit + 1))
+        return listings.page_of(found, limit, listings.SESSIONS)
+
+    def list_runs(self, *, session_id: str | None = None, statuses: Iterable[str] | None = None,
+                  limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        listings.check_limit(limit)
+        wanted = listings.check_statuses(statuses)
+        if session_id is not None:
+            listings.check_id("session_id", session_id)
+        position = listings.decode(listings.RUNS, cursor)
+        found = self._run(lambda conn: pg_summaries.list_runs(
+            conn, session_id=session_id, statuses=wanted, before=position if position else None, limit=limit + 1))
+        return listings.page_of(found, limit, listings.RUNS)
+
+    def list_session_runs(self, session_id: str, *, limit: int = 100, cursor: str | None = None) -> SummaryPage:
+        listings.check_limit(limit)
+        position = listings.decode(listings.SESSION_RUNS, cursor)
+        if not is_valid_id(session_id) or self.last_seq(session_id) == 0:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        found = self._run(lambda conn: pg_summaries.list_session_runs(
+            conn, session_id, after=position[0] if position else 0, limit=limit + 1))
+        return listings.page_of([(run["first_seq"], run) for run in found], limit, listings.SESSION_RUNS)
+
     def wait_for_events(self, session_id: str, after_seq: int, timeout: float) -> int:
         return self.watcher.wait(session_id, after_seq, timeout)
-
-
-def _page(session_id: str, rows: list[tuple[int, str]], limit: int) -> Page:
-    return Page(session_id, [text.encode("utf-8") for _, text in rows[:limit]], [seq for seq, _ in rows[:limit]],
-                len(rows) > limit)
 
 
 def upgrade(url: str, *, connect_timeout: float = 5.0) -> tuple[int | None, int]:
     """Create or migrate the schema of the database at ``url``; returns (version before, version after)."""
     conn = connect(url, Options(pool_size=1, connect_timeout=connect_timeout, statement_timeout=0), say_why=True)
     try:
-        return schema.upgrade(conn)
+        return schema.upgrade(conn, pg_summaries.backfill)
     except psycopg.Error as exc:
         raise StorageError(f"upgrading {where(url)} failed: {exc}") from None
     finally:

@@ -6,6 +6,7 @@ A store refuses a database whose schema is missing, older or newer than the code
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ...errors import SchemaMismatch
@@ -41,6 +42,26 @@ CREATE TABLE run (
 );
 CREATE INDEX idx_run_session ON run (session_id);
 """),
+    # Run and session summaries, kept current by each append's transaction (eventsvc.summaries);
+    # ``touched`` orders the listings, newest first: one number per append, from a sequence.
+    (2, """
+CREATE SEQUENCE eventsvc_touched;
+ALTER TABLE session
+    ADD COLUMN first_seq bigint NOT NULL DEFAULT 0, ADD COLUMN event_count bigint NOT NULL DEFAULT 0,
+    ADD COLUMN created_at text, ADD COLUMN updated_at text, ADD COLUMN run_count bigint NOT NULL DEFAULT 0,
+    ADD COLUMN active_runs bigint NOT NULL DEFAULT 0, ADD COLUMN closed boolean NOT NULL DEFAULT false,
+    ADD COLUMN touched bigint NOT NULL DEFAULT 0;
+ALTER TABLE run
+    ADD COLUMN status text COLLATE "C" NOT NULL DEFAULT 'unknown', ADD COLUMN verify text,
+    ADD COLUMN last_seq bigint NOT NULL DEFAULT 0, ADD COLUMN event_count bigint NOT NULL DEFAULT 0,
+    ADD COLUMN created_at text, ADD COLUMN started_at text, ADD COLUMN ended_at text, ADD COLUMN updated_at text,
+    ADD COLUMN blocked bigint NOT NULL DEFAULT 0, ADD COLUMN warned bigint NOT NULL DEFAULT 0,
+    ADD COLUMN counts text NOT NULL DEFAULT '{}', ADD COLUMN touched bigint NOT NULL DEFAULT 0;
+CREATE INDEX idx_session_touched ON session (touched);
+CREATE INDEX idx_run_status_touched ON run (status, touched, last_seq);
+CREATE INDEX idx_run_session_touched ON run (session_id, touched, last_seq);
+CREATE INDEX idx_run_session_first_seq ON run (session_id, first_seq);
+"""),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -67,10 +88,12 @@ def check(conn: Any, where: str) -> None:
                              f"eventsvc knows ({LATEST}): upgrade eventsvc", {"found": version, "expected": LATEST})
 
 
-def upgrade(conn: Any) -> tuple[int | None, int]:
+def upgrade(conn: Any, after_step: Callable[[Any, int], None] = lambda conn, version: None) -> tuple[int | None, int]:
     """Create or migrate the schema to LATEST in one transaction; returns (version before, version after).
 
-    ``conn`` must not be in autocommit mode: a failing step leaves the database as it was.
+    ``after_step(conn, version)`` runs after each step's statements, in the same transaction (a
+    step that derives data from the events: the summaries of version 2). ``conn`` must not be in
+    autocommit mode: a failing step leaves the database as it was.
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (UPGRADE_LOCK,))
@@ -87,5 +110,6 @@ def upgrade(conn: Any) -> tuple[int | None, int]:
         for version, statements in MIGRATIONS:
             if before is None or version > before:
                 conn.execute(statements)
+                after_step(conn, version)
                 conn.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (%s)", (version,))
     return before, LATEST

@@ -183,3 +183,56 @@ def test_gunicorn_refuses_to_start_on_a_database_without_the_schema(pg_database,
         assert "eventsvc db upgrade URL" in str(caught.value)
     finally:
         drop_database(url)
+
+
+def test_upgrading_a_version_1_database_computes_the_summaries_of_its_events(pg_database, tmp_path):
+    """Version 1 had no summaries: the upgrade folds every stored event, as the files backend does."""
+    import json
+
+    import psycopg
+
+    from eventsvc.store.postgres import schema
+
+    files = open_store(tmp_path / "data")
+    url = create_database(upgraded=False)
+    try:
+        files.append_many("s1", [{"type": "session_created"}, {"type": "run_created", "run_id": "a"},
+                                 {"type": "run_started", "run_id": "a"}, {"type": "tool_policy_blocked", "run_id": "a"},
+                                 {"type": "verify_pass", "run_id": "a"}, {"type": "run_completed", "run_id": "a"}])
+        files.append_many("s2", [{"type": "run_created", "run_id": "b"}, {"type": "session_closed"}])
+        with psycopg.connect(url) as conn:
+            conn.execute(schema.MIGRATIONS[0][1])
+            conn.execute(f"CREATE TABLE {schema.VERSION_TABLE} (version integer PRIMARY KEY, "
+                         "applied_at timestamptz NOT NULL DEFAULT now())")
+            conn.execute(f"INSERT INTO {schema.VERSION_TABLE} (version) VALUES (1)")
+            for session_id in ("s1", "s2"):
+                lines = files.read_page(session_id).lines
+                conn.execute("INSERT INTO session VALUES (%s, %s)", (session_id, len(lines)))
+                for line in lines:
+                    env = json.loads(line)
+                    conn.execute("INSERT INTO event VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                                 (session_id, env["seq"], env["run_id"], env["type"], env["event_id"],
+                                  env["timestamp"], line.decode()))
+                    if env["run_id"] and not conn.execute("SELECT 1 FROM run WHERE run_id = %s",
+                                                          (env["run_id"],)).fetchone():
+                        conn.execute("INSERT INTO run VALUES (%s, %s, %s)", (env["run_id"], session_id, env["seq"]))
+        with pytest.raises(SchemaMismatch, match="older"):
+            open_store(url)
+        done = subprocess.run([sys.executable, "-m", "eventsvc.cli", "db", "upgrade", url],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert f"1 -> {LATEST}" in done.stdout, done.stderr
+        upgraded = open_store(url)
+        try:
+            for session_id in ("s1", "s2"):
+                assert upgraded.get_session(session_id) == files.get_session(session_id)
+            for run_id in ("a", "b"):
+                assert upgraded.get_run(run_id) == files.get_run(run_id)
+            assert [s["session_id"] for s in upgraded.list_sessions().items] == ["s2", "s1"]
+            upgraded.append("s1", {"type": "user_message"})
+            assert upgraded.get_session("s1")["event_count"] == 7
+            assert upgraded.list_sessions().items[0]["session_id"] == "s1"
+        finally:
+            upgraded.close()
+    finally:
+        files.close()
+        drop_database(url)

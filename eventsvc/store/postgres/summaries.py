@@ -61,7 +61,10 @@ def backfill(conn: psycopg.Connection, version: int) -> None:
     """Migration 2: compute every session's and run's summary from the events already stored."""
     if version != 2:
         return
-    sessions = [row[0] for row in conn.execute("SELECT session_id FROM session ORDER BY last_seq, session_id")]
+    # Version 1 kept no order of appends: the last event's own timestamp stands for it.
+    sessions = [row[0] for row in conn.execute(
+        'SELECT s.session_id FROM session s JOIN event e ON e.session_id = s.session_id AND e.seq = s.last_seq '
+        'ORDER BY e."timestamp", s.session_id')]
     for session_id in sessions:
         events = conn.execute("SELECT seq, run_id, type, \"timestamp\" FROM event WHERE session_id = %s ORDER BY seq",
                               (session_id,)).fetchall()

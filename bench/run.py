@@ -92,6 +92,7 @@ def main() -> int:
     import bench_memory
     import bench_query
     import bench_postgres
+    import bench_postgres_scale
     import bench_recovery
     import bench_summaries
 
@@ -110,7 +111,8 @@ def main() -> int:
     rows += guarded("figure 7: audit CLI memory", lambda: [bench_memory.audit_row()])
     rows += guarded("figure 8: run and session summaries", bench_summaries.main)
     rows += guarded("strict JSON reads (issue 11, item 9)", bench_json.main)
-    rows += guarded("figure 8: the PostgreSQL backend", bench_postgres.main)
+    rows += guarded("figure 9: the PostgreSQL backend", bench_postgres.main)
+    rows += guarded("figure 9: the PostgreSQL backend at scale and over HTTP", bench_postgres_scale.main)
     rows.sort(key=lambda row: row.figure.split()[0])
     ours_seconds = time.monotonic() - started
     others = other_scripts()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -28,6 +28,7 @@ from .writes import append_transaction
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+T = TypeVar("T")
 
 
 class PostgresStore:
@@ -59,8 +60,9 @@ class PostgresStore:
         except StorageError as exc:
             log.error("PostgreSQL is not reachable yet (%s); will retry on each request", exc.message)
 
-    def _run(self, work):
-        def checked(conn: psycopg.Connection):
+    def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """``work`` on a pooled connection, after the one-time schema check; driver errors become StorageError."""
+        def checked(conn: psycopg.Connection) -> T:
             if not self._schema_checked:
                 schema.check(conn, self.where)
                 self._schema_checked = True

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[server,test]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -29,3 +29,4 @@ clean:
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest --timeout=0 tests/test_fuzz.py
+	SCHEMATHESIS_EXAMPLES=1000 $(BIN)/pytest --timeout=0 tests/test_openapi_conformance.py

@@ -9,6 +9,8 @@ between the two servers and the median is reported.
    minimal app parsing the JSON body and answering 201.
 4. GET /api/runs/{id}/events?limit=100 at random runs and offsets over 1,000,000 events (every
    page full: 100 events) vs the minimal app jsonify-ing 100 in-memory events.
+Each figure also runs a second eventsvc with EVENTSVC_METRICS=0 in the same interleaving: rows
+3m and 4m give the cost of the Prometheus metrics (metrics on / metrics off, target >= 0.95).
 Run alone: ``python bench/bench_http.py``.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ POST_SESSIONS = 64
 READ_PATHS = 10_000
 BASELINE_APP = "bench.minimal_app:app"
 EVENTSVC_APP = "wsgi:app"
+METRICS_OFF = {"EVENTSVC_METRICS": "0"}
 
 
 def _lua_dir() -> Path:
@@ -110,19 +113,34 @@ def _row(figure: str, results: dict[str, list[loadgen.WrkResult]], target: float
                valid and ours / theirs >= target, note)
 
 
-def figure_3(wrk: str) -> Row:
+def _metrics_row(figure: str, results: dict[str, list[loadgen.WrkResult]]) -> Row:
+    """The cost of the metrics: the same eventsvc with EVENTSVC_METRICS=0 as the baseline."""
+    on = median(r.rps for r in results["eventsvc"])
+    off = median(r.rps for r in results["metrics off"])
+    valid = not any(r.non_2xx for runs in results.values() for r in runs)
+    runs = "; ".join(f"{name} " + "/".join(f"{r.rps:,.0f}" for r in rs) for name, rs in results.items()
+                     if name != "baseline")
+    return Row(figure, per_second(on), per_second(off), on / off, "≥ 0.95", valid and on / off >= 0.95,
+               f"eventsvc with metrics on (the default) vs EVENTSVC_METRICS=0, interleaved runs (req/s): {runs}")
+
+
+def figure_3(wrk: str) -> list[Row]:
     script = post_script()
     with common.scratch("http-append") as folder, \
             loadgen.serve(EVENTSVC_APP, folder / "data", folder / "eventsvc.log") as ours, \
+            loadgen.serve(EVENTSVC_APP, folder / "data-off", folder / "eventsvc-off.log", settings=METRICS_OFF) as off, \
             loadgen.serve(BASELINE_APP, folder / "unused", folder / "baseline.log") as theirs:
-        status, stored = loadgen.http_json(ours.url + "/api/sessions/hs-1/events", common.input_event("hr-1", 3))
-        if status != 201 or stored["seq"] != 1:
-            raise AssertionError(f"eventsvc answered {status} {stored}")
+        for server in (ours, off):
+            status, stored = loadgen.http_json(server.url + "/api/sessions/hs-1/events",
+                                               common.input_event("hr-1", 3))
+            if status != 201 or stored["seq"] != 1:
+                raise AssertionError(f"eventsvc answered {status} {stored}")
         splits: dict[str, list[str]] = {}
-        results = _compare(wrk, {"eventsvc": ours, "baseline": theirs}, script, splits)
-    return _row("3 HTTP append, 1 event/POST, 8 conns (req/s)", results, 0.6,
-                f"fsync on, {POST_SESSIONS} sessions, gthread 2 workers x {loadgen.configured_threads()} threads; "
-                "baseline parses the body and answers 201", splits)
+        results = _compare(wrk, {"eventsvc": ours, "metrics off": off, "baseline": theirs}, script, splits)
+    return [_row("3 HTTP append, 1 event/POST, 8 conns (req/s)", results, 0.6,
+                 f"fsync on, {POST_SESSIONS} sessions, gthread 2 workers x {loadgen.configured_threads()} threads; "
+                 "baseline parses the body and answers 201", splits),
+            _metrics_row("3m HTTP append: metrics on vs off (req/s)", results)]
 
 
 def figure_4(wrk: str, after: Callable[[loadgen.Server, str, Path, list[str]], list[Row]] | None = None) -> list[Row]:
@@ -132,16 +150,18 @@ def figure_4(wrk: str, after: Callable[[loadgen.Server, str, Path, list[str]], l
     script = read_script(paths)
     with common.scratch("http-read") as folder, \
             loadgen.serve(EVENTSVC_APP, data_dir, folder / "eventsvc.log") as ours, \
+            loadgen.serve(EVENTSVC_APP, data_dir, folder / "eventsvc-off.log", settings=METRICS_OFF) as off, \
             loadgen.serve(BASELINE_APP, folder / "unused", folder / "baseline.log") as theirs:
         for path in paths[:20]:
             status, page = loadgen.http_json(ours.url + path)
             if status != 200 or len(page["events"]) != 100:
                 raise AssertionError(f"{path}: {status}, {len(page.get('events', []))} events")
         splits: dict[str, list[str]] = {}
-        results = _compare(wrk, {"eventsvc": ours, "baseline": theirs}, script, splits)
+        results = _compare(wrk, {"eventsvc": ours, "metrics off": off, "baseline": theirs}, script, splits)
         rows = [_row("4 HTTP run page, limit=100, 1M events (req/s)", results, 1.0,
                      f"{READ_PATHS} random (run, since_seq) paths, every page 100 events; baseline jsonifies "
-                     "100 in-memory events", splits)]
+                     "100 in-memory events", splits),
+                _metrics_row("4m HTTP run page: metrics on vs off (req/s)", results)]
         if after is not None:
             rows += after(ours, wrk, script, [str(folder / "eventsvc.log")])
     return rows
@@ -152,8 +172,10 @@ def main() -> list[Row]:
     if wrk is None:
         common.say(loadgen.WRK_HELP)
         return [common.skipped("3 HTTP append", "≥ 0.6", loadgen.WRK_HELP),
-                common.skipped("4 HTTP run page", "≥ 1.0", loadgen.WRK_HELP)]
-    return [figure_3(wrk), *figure_4(wrk)]
+                common.skipped("3m HTTP append: metrics on vs off", "≥ 0.95", loadgen.WRK_HELP),
+                common.skipped("4 HTTP run page", "≥ 1.0", loadgen.WRK_HELP),
+                common.skipped("4m HTTP run page: metrics on vs off", "≥ 0.95", loadgen.WRK_HELP)]
+    return [*figure_3(wrk), *figure_4(wrk)]
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Figure 9: the PostgreSQL backend against hand-written psycopg, in the same run on the same server.
+"""Figure 10: the PostgreSQL backend against hand-written psycopg, in the same run on the same server.
 
 - single durable append: PostgresStore.append against one INSERT + commit per event (same table
   shape, keys and indexes as eventsvc's ``event`` table, seqs counted in Python: no concurrency
@@ -114,8 +114,8 @@ def main() -> list[Row]:
         admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
     except Exception as exc:  # noqa: BLE001 - no server: one row says so
         why = f"PostgreSQL not reachable at {ADMIN_URL.split('@')[-1]} ({type(exc).__name__})"
-        return [common.skipped("9 PostgreSQL single append", "≥ 0.7", why),
-                common.skipped("9 PostgreSQL batch of 100", "≥ 1.0", why)]
+        return [common.skipped("10 PostgreSQL single append", "≥ 0.7", why),
+                common.skipped("10 PostgreSQL batch of 100", "≥ 1.0", why)]
     from eventsvc.store.postgres import PostgresStore, upgrade
 
     name = f"eventsvc_bench_{secrets.token_hex(4)}"
@@ -159,24 +159,24 @@ def _figures(store, plain: HandWritten, peer) -> list[Row]:
         contenders["eventsourcing"] = lambda: rate_for(seconds, lambda: peer[0](next(peer_batch)[1]))
     batches = interleaved(contenders)
     ours, theirs = median(singles["eventsvc"]), median(singles["baseline"])
-    rows = [Row("9 PostgreSQL durable single append (events/s)", per_second(ours), per_second(theirs), ours / theirs,
+    rows = [Row("10 PostgreSQL durable single append (events/s)", per_second(ours), per_second(theirs), ours / theirs,
                 "≥ 0.7", ours / theirs >= 0.7,
                 "baseline: hand-written psycopg INSERT + commit per event into a table with the same keys and "
                 f"indexes; synchronous_commit on for both; runs: eventsvc {_list(singles['eventsvc'])}, "
                 f"baseline {_list(singles['baseline'])}")]
     ours, theirs = median(batches["eventsvc"]), median(batches["baseline"])
-    rows.append(Row("9 PostgreSQL batch of 100 vs hand-written multi-row INSERT (events/s)", per_second(ours),
+    rows.append(Row("10 PostgreSQL batch of 100 vs hand-written multi-row INSERT (events/s)", per_second(ours),
                     per_second(theirs), ours / theirs, "≥ 0.5", ours / theirs >= 0.5,
                     f"one multi-row INSERT + commit per 100 events; runs: eventsvc {_list(batches['eventsvc'])}, "
                     f"baseline {_list(batches['baseline'])}"))
     if peer:
         theirs = median(batches["eventsourcing"])
-        rows.append(Row("9 PostgreSQL batch of 100 vs eventsourcing (events/s)", per_second(ours), per_second(theirs),
+        rows.append(Row("10 PostgreSQL batch of 100 vs eventsourcing (events/s)", per_second(ours), per_second(theirs),
                         ours / theirs, "≥ 1.0", ours / theirs >= 1.0,
                         f"eventsourcing PostgresApplicationRecorder, 100 StoredEvents per insert_events; runs: "
                         f"{_list(batches['eventsourcing'])}"))
     else:
-        rows.append(common.skipped("9 PostgreSQL batch of 100 vs eventsourcing", "≥ 1.0",
+        rows.append(common.skipped("10 PostgreSQL batch of 100 vs eventsourcing", "≥ 1.0",
                                    "eventsourcing's PostgreSQL recorder is not installed (pip install -e '.[bench]')"))
     return rows
 

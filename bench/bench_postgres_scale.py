@@ -1,4 +1,4 @@
-"""Figure 9, continued: the PostgreSQL backend at scale and over HTTP, beside the same baselines as 3-5.
+"""Figure 10, continued: the PostgreSQL backend at scale and over HTTP, beside the same baselines as 3-5.
 
 - run page: ``get_events_by_run(limit=100)`` p50 on 1,000,000 events against 10,000 (same random
   (run, since_seq) pairs as figure 5; target: within 1.3x);
@@ -107,7 +107,7 @@ def run_page_row(urls: dict[str, str]) -> Row:
     p50 = {scale: median(percentile(run, 0.5) for run in runs) for scale, runs in samples.items()}
     p99 = {scale: percentile([t for run in runs for t in run], 0.99) for scale, runs in samples.items()}
     ratio = p50["1M"] / p50["10k"]
-    return Row("9 PostgreSQL get_events_by_run(limit=100), 1M vs 10k events",
+    return Row("10 PostgreSQL get_events_by_run(limit=100), 1M vs 10k events",
                f"p50 {micros(p50['1M'])}, p99 {micros(p99['1M'])} (1M)",
                f"p50 {micros(p50['10k'])}, p99 {micros(p99['10k'])} (10k)", ratio, "p50 ratio ≤ 1.3", ratio <= 1.3,
                f"{READS} random (run, since_seq) reads per pass, {common.REPEATS} passes, warm server cache")
@@ -144,7 +144,7 @@ def http_rows(wrk: str, url_1m: str) -> list[Row]:
                 raise AssertionError(f"eventsvc answered {status} {stored}")
             splits: dict[str, list[str]] = {}
             results = bench_http._compare(wrk, {"eventsvc": ours, "baseline": theirs}, script, splits)
-        rows.append(bench_http._row("9 PostgreSQL HTTP append, 1 event/POST, 8 conns (req/s)", results, 0.6,
+        rows.append(bench_http._row("10 PostgreSQL HTTP append, 1 event/POST, 8 conns (req/s)", results, 0.6,
                                     "as figure 3, EVENTSVC_DATABASE_URL set (synchronous_commit on)", splits))
     finally:
         with _admin() as admin:
@@ -160,7 +160,7 @@ def http_rows(wrk: str, url_1m: str) -> list[Row]:
                 raise AssertionError(f"{path}: {status}, {len(page.get('events', []))} events")
         splits = {}
         results = bench_http._compare(wrk, {"eventsvc": ours, "baseline": theirs}, script, splits)
-    rows.append(bench_http._row("9 PostgreSQL HTTP run page, limit=100, 1M events (req/s)", results, 1.0,
+    rows.append(bench_http._row("10 PostgreSQL HTTP run page, limit=100, 1M events (req/s)", results, 1.0,
                                 "as figure 4, EVENTSVC_DATABASE_URL set", splits))
     return rows
 
@@ -170,12 +170,12 @@ def main() -> list[Row]:
         _admin().close()
     except Exception as exc:  # noqa: BLE001 - no server: rows say so
         why = f"PostgreSQL not reachable ({type(exc).__name__})"
-        return [common.skipped("9 PostgreSQL run page 1M vs 10k", "≤ 1.3", why)]
+        return [common.skipped("10 PostgreSQL run page 1M vs 10k", "≤ 1.3", why)]
     urls = {scale: ensure_database(scale) for scale in ("10k", "1M")}
     rows = [run_page_row(urls)]
     wrk = loadgen.find_wrk()
     if wrk is None:
-        return rows + [common.skipped("9 PostgreSQL HTTP append and run page", "≥ 0.6 / ≥ 1.0", loadgen.WRK_HELP)]
+        return rows + [common.skipped("10 PostgreSQL HTTP append and run page", "≥ 0.6 / ≥ 1.0", loadgen.WRK_HELP)]
     return rows + http_rows(wrk, urls["1M"])
 
 

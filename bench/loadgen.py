@@ -74,12 +74,14 @@ def requests_by_worker(log_path: Path, path_prefix: str = "/api/") -> dict[int, 
 
 
 @contextmanager
-def serve(target: str, data_dir: Path, log_path: Path, *, timeout: float = 60.0) -> Iterator[Server]:
+def serve(target: str, data_dir: Path, log_path: Path, *, timeout: float = 60.0,
+          settings: dict[str, str] | None = None) -> Iterator[Server]:
     """Serve ``target`` (``wsgi:app`` or ``bench.minimal_app:app``) as `make run` does: its gunicorn config,
-    EVENTSVC_WORKERS=2 and the configured gthread threads, bound to a free port on 127.0.0.1."""
+    EVENTSVC_WORKERS=2 and the configured gthread threads, bound to a free port on 127.0.0.1;
+    ``settings`` adds EVENTSVC_* variables (EVENTSVC_METRICS=0, say)."""
     port = free_port()
     env = {**os.environ, "EVENTSVC_DATA_DIR": str(data_dir), "EVENTSVC_BIND": f"127.0.0.1:{port}",
-           "EVENTSVC_WORKERS": "2", "PYTHONPATH": str(ROOT)}
+           "EVENTSVC_WORKERS": "2", "PYTHONPATH": str(ROOT), **(settings or {})}
     gunicorn = Path(sys.executable).with_name("gunicorn")
     log_file = open(log_path, "ab")
     process = subprocess.Popen([str(gunicorn), "--config", "python:eventsvc.gunicorn_conf",

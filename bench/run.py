@@ -87,6 +87,7 @@ def main() -> int:
         common.ensure_store(scale)
 
     import bench_append
+    import bench_clients
     import bench_http
     import bench_json
     import bench_memory
@@ -95,24 +96,29 @@ def main() -> int:
     import bench_postgres_scale
     import bench_recovery
     import bench_summaries
+    import bench_ui
 
     rows: list[Row] = []
     rows += guarded("figures 1-2: appends in process", bench_append.main)
     if wrk:
-        rows += guarded("figure 3: HTTP appends", lambda: [bench_http.figure_3(wrk)])
+        rows += guarded("figure 3: HTTP appends", lambda: bench_http.figure_3(wrk))
         rows += guarded("figures 4 and 7: HTTP run reads, worker memory",
                         lambda: bench_http.figure_4(wrk, after=bench_memory.worker_rows))
     else:
         rows += [common.skipped("3 HTTP append", "≥ 0.6", loadgen.WRK_HELP),
+                 common.skipped("3m HTTP append: metrics on vs off", "≥ 0.95", loadgen.WRK_HELP),
+                 common.skipped("4m HTTP run page: metrics on vs off", "≥ 0.95", loadgen.WRK_HELP),
                  common.skipped("4 HTTP run page", "≥ 1.0", loadgen.WRK_HELP),
                  common.skipped("7 memory: gunicorn worker", "≤ 1.0", loadgen.WRK_HELP)]
     rows += guarded("figure 5: query scale and cold cache", bench_query.main)
     rows += guarded("figure 6: recovery", bench_recovery.main)
     rows += guarded("figure 7: audit CLI memory", lambda: [bench_memory.audit_row()])
     rows += guarded("figure 8: run and session summaries", bench_summaries.main)
+    rows += guarded("figure 9: batching emitters", bench_clients.main)
     rows += guarded("strict JSON reads (issue 11, item 9)", bench_json.main)
-    rows += guarded("figure 9: the PostgreSQL backend", bench_postgres.main)
-    rows += guarded("figure 9: the PostgreSQL backend at scale and over HTTP", bench_postgres_scale.main)
+    rows += guarded("figure 9: console session page", bench_ui.main)
+    rows += guarded("figure 10: the PostgreSQL backend", bench_postgres.main)
+    rows += guarded("figure 10: the PostgreSQL backend at scale and over HTTP", bench_postgres_scale.main)
     rows.sort(key=lambda row: row.figure.split()[0])
     ours_seconds = time.monotonic() - started
     others = other_scripts()

@@ -1,26 +1,42 @@
-"""eventsvc: a durable event log for AI-agent backends, served over HTTP by Flask."""
+"""eventsvc: a durable event log for AI-agent backends, served over HTTP by Flask.
+
+The server stack (Flask, Peewee) is imported only when ``create_app`` or ``EventStore`` is
+used, so ``eventsvc.client`` works in an install without the ``server`` extra.
+"""
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from . import config as settings
 from .emitter import EventEmitter, run_scope
-from .store import EventStore
-from .store.base import Store
-from .tokens import tokens_from_config
-from .types import build_registry
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .store import EventStore
+    from .store.base import Store
 
 __all__ = ["EventEmitter", "EventStore", "create_app", "run_scope"]
 
 log = logging.getLogger(__name__)
 
 
+def __getattr__(name: str) -> Any:
+    if name == "EventStore":
+        from .store import EventStore
+
+        return EventStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Wire settings, the store, the blueprints and the error handlers; decides nothing itself."""
+    from flask import Flask
+
+    from . import config as settings
+    from .tokens import tokens_from_config
+
     app = Flask(__name__)
     app.config.update(settings.load(config))
     _configure_logging(app.config["LOG_LEVEL"])
@@ -35,13 +51,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     tokens = tokens_from_config(app.config)  # ValueError: a token setting that yields no token
 
     from .api import register
+    from .ui import init_app as init_console
 
     register(app, tokens)
+    init_console(app, tokens)
     return app
 
 
 def _open_store(config: Mapping[str, Any]) -> Store:
     """EVENTSVC_DATABASE_URL set: PostgreSQL; unset: the files backend in DATA_DIR."""
+    from .store import EventStore
+    from .types import build_registry
+
     event_types = build_registry(config["EXTRA_EVENT_TYPES"])
     if config["DATABASE_URL"]:
         from .store.postgres import PostgresStore
@@ -51,7 +72,8 @@ def _open_store(config: Mapping[str, Any]) -> Store:
                              statement_timeout=config["DB_STATEMENT_TIMEOUT"],
                              max_event_bytes=config["MAX_EVENT_BYTES"], event_types=event_types)
     return EventStore(config["DATA_DIR"], fsync=config["FSYNC"] == "always", segment_bytes=config["SEGMENT_BYTES"],
-                      max_event_bytes=config["MAX_EVENT_BYTES"], event_types=event_types)
+                      max_event_bytes=config["MAX_EVENT_BYTES"], event_types=event_types,
+                      io=_timed_io() if config["METRICS"] else None)
 
 
 def _configure_logging(level: str) -> None:
@@ -66,3 +88,11 @@ def _configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
                                                "%Y-%m-%d %H:%M:%S %z"))
         package.addHandler(handler)
+
+
+def _timed_io():
+    # Imported here, not at the top: under gunicorn prometheus_client must first be imported
+    # in a worker, after the config has set PROMETHEUS_MULTIPROC_DIR (see eventsvc.metrics).
+    from .metrics import TimedSegmentIO
+
+    return TimedSegmentIO()

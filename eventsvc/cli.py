@@ -18,6 +18,7 @@ import click
 from .errors import EventSvcError
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+SERVER_STACK = frozenset({"flask", "werkzeug", "peewee", "marshmallow", "gunicorn"})  # the `server` extra
 
 
 def data_dir_option(command: Callable) -> Callable:
@@ -81,6 +82,11 @@ class OneLineGroup(click.Group):
         except click.ClickException as exc:
             click.echo(f"eventsvc: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:  # a client-only install running a server command
+            if (exc.name or "").partition(".")[0] not in SERVER_STACK:
+                raise
+            click.echo(f"eventsvc: this command needs the server extra (pip install '.[server]'): {exc}", err=True)
+            sys.exit(EXIT_ERROR)
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -377,22 +383,30 @@ def _pretty_line(envelope: dict[str, Any], width: int = 80) -> str:
 @click.option("--pretty", is_flag=True, help="A readable one-line form instead of JSON lines.")
 @click.option("--token", default=lambda: os.environ.get("EVENTSVC_TOKEN"), show_default="$EVENTSVC_TOKEN",
               help="Bearer token for the API.")
+@click.option("--give-up-after", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
+              help="Stop (exit 2) once reconnecting has failed for this long in a row.")
 def tail(session_id: str | None, run_id: str | None, url: str, since_seq: int, pretty: bool,
-         token: str | None) -> None:
+         token: str | None, give_up_after: float) -> None:
     """Print events as they are appended, one JSON envelope per line, reconnecting by itself.
 
-    Exits 0 when the stream ends (a run's terminal event), 2 on an error.
+    Each failed attempt (no server, a cut stream, 503 too_many_streams) is said on stderr with
+    the wait before the next. Exits 0 when the stream ends (a run's terminal event), 2 on an
+    error or once reconnecting has failed for --give-up-after seconds.
     """
     if (session_id is None) == (run_id is None):
         fail("give exactly one of --session and --run")
     try:
         from .client import ClientError, EventClient
     except ImportError:
-        fail("eventsvc tail needs the client extra: pip install 'eventsvc[client]'")
+        fail("eventsvc tail needs the client: pip install '.[client]' from an eventsvc checkout")
     client = EventClient(url, token=token or None)
     stdout = click.get_text_stream("stdout")
     try:
-        for envelope in client.follow(session_id=session_id, run_id=run_id, since_seq=since_seq):
+        def retrying(what: str, delay: float) -> None:
+            click.echo(f"eventsvc: {url}: {what}; retrying in {delay:.1f} s", err=True)
+
+        for envelope in client.follow(session_id=session_id, run_id=run_id, since_seq=since_seq,
+                                      give_up_after=give_up_after, on_retry=retrying):
             line = _pretty_line(envelope) if pretty else json.dumps(envelope, ensure_ascii=False,
                                                                     separators=(",", ":"))
             stdout.write(line + "\n")

@@ -49,6 +49,13 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _log_format(value: str) -> str:
+    form = value.strip().lower()
+    if form not in ("text", "json"):
+        raise ValueError("must be 'text' or 'json'")
+    return form
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -98,7 +105,7 @@ SETTINGS = (
     Setting("THREADS", 128, _positive_int,
             "threads per gunicorn worker (make run): each open event stream holds one"),
     Setting("MAX_STREAMS", 0, _count,
-            "open event streams and long-polls per worker (0: THREADS less a reserve of THREADS/8 for short "
+            "open event streams and long-polls per worker (0: THREADS less a reserve of THREADS/16 for short "
             "requests); beyond it, 503 too_many_streams"),
     Setting("HEADER_TIMEOUT", 10.0, _positive_float,
             "seconds a connection may take to send its request headers before it is closed"),
@@ -106,6 +113,10 @@ SETTINGS = (
             "seconds a request body may stall (no byte arriving) before the request fails with 408"),
     Setting("MAX_CONNECTIONS", 1000, _positive_int, "open connections per worker (make run), idle ones included"),
     Setting("LOG_LEVEL", "info", _log_level, "log level of the service and gunicorn"),
+    Setting("LOG_FORMAT", "text", _log_format,
+            "'text': human-readable gunicorn logs; 'json': one JSON object per line (access and error logs)"),
+    Setting("METRICS", True, _flag, "0: no Prometheus metrics (GET /metrics answers 404) and no per-request counting"),
+    Setting("UI", True, _flag, "0: no web console; /ui/ is then 404"),
     Setting("DATABASE_URL", "", _database_url,
             "postgresql://... : store events in PostgreSQL instead of DATA_DIR (prepare it with `eventsvc db upgrade`)"),
     Setting("DB_POOL_SIZE", 10, _positive_int, "PostgreSQL connections per worker process, at most"),
@@ -122,7 +133,7 @@ def stream_limit(config: Mapping[str, Any]) -> int:
     use, so no number of watchers can starve them. Raises ValueError for a limit that leaves none.
     """
     threads = int(config["THREADS"])
-    limit = int(config["MAX_STREAMS"]) or threads - max(1, threads // 8)
+    limit = int(config["MAX_STREAMS"]) or threads - max(1, threads // 16)
     if limit >= threads:
         raise ValueError(f"EVENTSVC_MAX_STREAMS={limit} must be below EVENTSVC_THREADS={threads}: "
                          "short requests need threads of their own")

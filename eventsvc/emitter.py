@@ -50,14 +50,22 @@ class EventEmitter:
         A run-scoped type with no run_id, outside any ``run_scope``, raises the store's
         ValidationFailed (a ValueError) and writes nothing.
         """
-        event: dict[str, Any] = {"type": type, "payload": {} if payload is None else payload}
-        run_id = run_id if run_id is not None else _current_run.get()
-        if run_id is not None:
-            event["run_id"] = run_id
-        if event_id is not None:
-            event["event_id"] = event_id
-        if timestamp is not None:
-            event["timestamp"] = timestamp
-        if source is not None:
-            event["source"] = source
+        event = make_event(type, payload, run_id=run_id, event_id=event_id, source=source, timestamp=timestamp)
         return self.store.append(session_id, event, default_source=self.source)
+
+
+def make_event(type: str, payload: dict[str, Any] | None = None, *, run_id: str | None = None,
+               event_id: str | None = None, source: str | None = None,
+               timestamp: str | None = None) -> dict[str, Any]:
+    """The event ``emit`` sends: the run_id from the innermost ``run_scope`` unless passed."""
+    event: dict[str, Any] = {"type": type, "payload": {} if payload is None else payload}
+    run_id = run_id if run_id is not None else _current_run.get()
+    if run_id is not None:
+        event["run_id"] = run_id
+    if event_id is not None:
+        event["event_id"] = event_id
+    if timestamp is not None:
+        event["timestamp"] = timestamp
+    if source is not None:
+        event["source"] = source
+    return event

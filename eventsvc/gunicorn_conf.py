@@ -4,7 +4,10 @@ Worker model: ``gthread`` (see eventsvc.worker). Each open event stream holds on
 workers x EVENTSVC_THREADS (128) serve a few hundred watchers while short requests keep
 flowing; a worker learns of other workers' appends from SQLite (see eventsvc.store.watch).
 """
+import os
+import shutil
 import sys
+import tempfile
 
 from eventsvc import config as _config
 from eventsvc.tokens import tokens_from_config
@@ -26,7 +29,9 @@ control_socket_disable = True
 loglevel = _settings["LOG_LEVEL"]
 accesslog = "-"
 # No Authorization header, no body, no query string: only what an operator needs to follow traffic.
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms %(p)s rid=%({x-request-id}o)s'
+# Both redact what a bad request quoted; json writes one JSON object per line, access and error logs alike.
+logger_class = "eventsvc.logs.JsonLogger" if _settings["LOG_FORMAT"] == "json" else "eventsvc.logs.RedactingLogger"
 graceful_timeout = 10
 
 
@@ -51,6 +56,7 @@ def on_starting(server):
     if refusal:
         print(f"eventsvc: {refusal}", file=sys.stderr)
         sys.exit(2)
+    _make_metrics_dir()
 
 
 def when_ready(server):
@@ -68,3 +74,34 @@ def pre_fork(server, worker):
 def child_exit(server, worker):
     """A worker that exited (or died) has no room for anything: free its byte."""
     BOARD.release(getattr(worker, "board_index", None))
+    _mark_metrics_dead(worker)
+
+
+# -- Prometheus multiprocess mode (eventsvc.metrics): one fresh directory per server ------------------
+
+
+def _make_metrics_dir():
+    """Before the workers fork (and import prometheus_client): a new, empty directory for their values."""
+    if _settings["METRICS"]:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="eventsvc-metrics-")
+
+
+def _mark_metrics_dead(worker):
+    """In the master, as each worker exits: its live gauges (open streams, long-polls) stop counting."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    path = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """Requests gunicorn refuses itself (414, 431, a malformed one) get the JSON error shape too."""
+    from eventsvc import http_errors
+
+    http_errors.install()

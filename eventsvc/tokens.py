@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 READ, WRITE = "ro", "rw"
+# The console's sign-in cookie: it holds a token, and authorises reads only (see api/auth.py).
+COOKIE_NAME = "eventsvc_token"
 _DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})\Z")
 
 

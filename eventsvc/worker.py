@@ -26,7 +26,6 @@ tests/test_slow_clients.py check the behaviour from outside, on a real server.
 from __future__ import annotations
 
 import errno
-import json
 import mmap
 import selectors
 import socket
@@ -38,6 +37,7 @@ from typing import Any
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import config
+from .http_errors import json_error
 
 MAX_HEAD = 64 * 1024  # larger request heads are answered 431
 MAX_LOOP_BODY = 1024 * 1024  # bodies up to this are read in the loop too; larger ones by the thread
@@ -388,10 +388,7 @@ def _client(conn: Any) -> str:
 
 def _answer_quietly(sock: Any, status: int, code: str, message: str) -> None:
     """Best effort, never blocking: tell a client why its connection closes."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
-            f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     try:
-        sock.send(head.encode() + body)
+        sock.send(json_error(status, _REASONS[status], code=code, message=message))
     except OSError:
         pass

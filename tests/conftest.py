@@ -101,9 +101,10 @@ class Server:
 
 
 def start_server(data_dir: Path, log_path: Path, *, workers: int = 2, env: dict[str, str] | None = None,
-                 timeout: float = 30.0) -> Server:
-    """Start gunicorn with the make-run configuration on a free loopback port and wait until it answers."""
-    port = free_port()
+                 timeout: float = 30.0, port: int | None = None) -> Server:
+    """Start gunicorn with the make-run configuration on a free loopback port (or ``port``, to
+    restart a killed server where its clients expect it) and wait until it answers."""
+    port = port or free_port()
     environ = {**os.environ, "EVENTSVC_DATA_DIR": str(data_dir), "EVENTSVC_BIND": f"127.0.0.1:{port}",
                "EVENTSVC_WORKERS": str(workers), **(env or {})}
     gunicorn = Path(sys.executable).with_name("gunicorn")

@@ -35,7 +35,8 @@ def assert_error_shape(response, status: int, code: str | None) -> dict:
     body = response.get_json()
     assert set(body) == {"error"}
     error = body["error"]
-    assert {"code", "message"} <= set(error) <= {"code", "message", "details"}
+    assert {"code", "message", "request_id"} <= set(error) <= {"code", "message", "details", "request_id"}
+    assert error["request_id"] == response.headers["X-Request-ID"]
     assert isinstance(error["code"], str) and error["code"]
     assert isinstance(error["message"], str) and error["message"]
     if code is not None:

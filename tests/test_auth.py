@@ -47,7 +47,7 @@ def assert_error(response, status: int, code: str) -> dict:
     assert_json_headers(response)
     body = response.get_json()
     assert set(body) == {"error"}
-    assert {"code", "message"} <= set(body["error"]) <= {"code", "message", "details"}
+    assert {"code", "message"} <= set(body["error"]) <= {"code", "message", "details", "request_id"}
     assert body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     return body["error"]
@@ -149,9 +149,10 @@ def test_bearer_scheme_is_case_insensitive(secured):
 
 
 def test_401_does_not_reveal_which_routes_or_sessions_exist(secured):
-    unknown_route = secured.get("/api/no-such-route")
-    unknown_session = secured.get("/api/sessions/nobody/events")
-    known_session = secured.get(SESSION_URL)
+    # The same request id on all three, so that the bodies may be compared byte for byte.
+    unknown_route = secured.get("/api/no-such-route", headers={"X-Request-ID": "r1"})
+    unknown_session = secured.get("/api/sessions/nobody/events", headers={"X-Request-ID": "r1"})
+    known_session = secured.get(SESSION_URL, headers={"X-Request-ID": "r1"})
     bodies = {r.get_data() for r in (unknown_route, unknown_session, known_session)}
     assert len(bodies) == 1
     for response in (unknown_route, unknown_session, known_session):

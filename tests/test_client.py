@@ -27,7 +27,7 @@ from conftest import Server, start_server
 from eventsvc import EventEmitter, EventStore, errors, run_scope
 from eventsvc.client import (BadRequest, ClientError, Conflict, ConnectionFailed, EventClient, EventIdConflict,
                              Forbidden, InsufficientStorage, NotFound, PayloadTooLarge, RemoteEmitter,
-                             RunSessionConflict, SeqConflict, SSEDecoder, StorageUnavailable, StoreBusy,
+                             RunSessionConflict, SeqConflict, StorageUnavailable, StoreBusy,
                              Unauthorized, UnsupportedMediaType, ValidationFailed, error_from_response)
 
 pytestmark = pytest.mark.slow
@@ -430,25 +430,6 @@ def test_follow_survives_server_restarts_and_yields_each_event_once(tmp_path: Pa
         server.stop()
 
 
-@pytest.mark.parametrize(("chunks",), [
-    ((b"retry: 1500\n\nid: 1\nevent: a\ndata: {\"x\":1}\n\n",),),
-    ((b"ret", b"ry: 1500\r\n\r\nid: 1\r", b"\nevent: a\r\n", b"data: {\"x\"", b":1}\r\n", b"\r\n"),),
-    ((b"\xef\xbb\xbfretry: 1500\r\rid: 1\revent: a\r: keepalive\rdata: {\"x\":1}\r\r",),),
-    ((b"retry: 1500\n\n: keepalive\n\nid: 1\nevent: a\ndata: {\"x\":1}\n\n",),),
-])
-def test_sse_decoder_reads_any_line_ending_and_any_chunking(chunks):
-    decoder = SSEDecoder()
-    messages = [message for chunk in chunks for message in decoder.feed(chunk)]
-    assert [(m.id, m.event, json.loads(m.data)) for m in messages] == [("1", "a", {"x": 1})]
-    assert decoder.retry_ms == 1500
-
-
-def test_sse_decoder_joins_data_lines_and_skips_messages_without_data():
-    decoder = SSEDecoder()
-    messages = decoder.feed(b"event: empty\n\ndata: a\ndata: b\n\nid: 7\ndata\n\n")
-    assert [(m.event, m.data, m.id) for m in messages] == [("message", "a\nb", None), ("message", "", "7")]
-
-
 # -- the remote emitter ------------------------------------------------------------------------------------------
 
 
@@ -589,15 +570,42 @@ def test_tail_errors_exit_2_with_one_line(server, args, token, expected):
     assert len(err.splitlines()) == 1 and expected in err
 
 
+def test_tail_says_it_cannot_connect_and_gives_up_with_exit_2_after_its_budget():
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        dead = f"http://127.0.0.1:{placeholder.getsockname()[1]}"
+    process = tail("--session", "s", "--give-up-after", "1", url=dead)
+    out, err = process.communicate(timeout=BOUND)
+    assert process.returncode == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) >= 2
+    assert all("cannot connect" in line and "retrying in" in line and dead in line for line in lines[:-1])
+    assert "gave up after 1 s" in lines[-1] and "cannot connect" in lines[-1]
+
+
+def test_tail_waits_retry_after_when_the_server_has_too_many_streams():
+    from test_async_client import BusyStreamServer
+
+    busy = BusyStreamServer(busy=1)
+    try:
+        process = tail("--session", "s", url=busy.url)
+        out, err = process.communicate(timeout=BOUND)
+    finally:
+        busy.close()
+    assert process.returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [{"seq": 1}, {"seq": 2}]
+    assert "too_many_streams" in err and "retrying in 1.0 s" in err
+    assert busy.arrivals[1] - busy.arrivals[0] >= 0.95
+
+
 def test_every_client_error_is_the_matching_server_error():
     """Code written against the embedded store catches the client's errors unchanged: each client class
     is also the eventsvc.errors class that the server raises for the same code."""
-    from eventsvc import client as client_module
+    from eventsvc.client.errors import _ERROR_BY_CODE
     server_classes: dict[str, type] = {}
     for cls in vars(errors).values():  # in definition order: a code's base class comes first
         if isinstance(cls, type) and issubclass(cls, errors.EventSvcError):
             server_classes.setdefault(cls.code, cls)
-    for code, cls in client_module._ERROR_BY_CODE.items():
+    for code, cls in _ERROR_BY_CODE.items():
         server = {"payload_too_large": errors.EventTooLarge, "storage_unavailable": errors.StorageError,
                   "insufficient_storage": errors.StorageFull}.get(code, server_classes.get(code))
         assert server is not None, f"no server-side class for {code}"

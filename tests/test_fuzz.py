@@ -100,7 +100,7 @@ def check_json_response(status: int, headers: Any, data: bytes) -> Any:
     if status >= 400:
         assert isinstance(body, dict) and set(body) == {"error"}, body
         error = body["error"]
-        assert isinstance(error, dict) and {"code", "message"} <= set(error) <= {"code", "message", "details"}, error
+        assert isinstance(error, dict) and {"code", "message"} <= set(error) <= {"code", "message", "details", "request_id"}, error
         assert error["code"] in STATUS_OF, error
         assert STATUS_OF[error["code"]] == status, (status, error)
         assert isinstance(error["message"], str) and error["message"], error
@@ -168,8 +168,9 @@ class Harness:
             self.app = None
 
     def session_read(self, session_id: str) -> tuple[int, bytes]:
+        # A fixed request id, so that two reads of an unchanged session compare byte for byte.
         response = self.client.get(f"/api/sessions/{quote(session_id, safe='')}/events?limit=1000",
-                                   headers=self.headers)
+                                   headers={**self.headers, "X-Request-ID": "fuzz-read"})
         return response.status_code, response.get_data()
 
 
@@ -562,7 +563,8 @@ def real_server(tmp_path_factory):
 
 
 def server_session_read(server: Server, http: requests.Session, session_id: str) -> tuple[int, bytes]:
-    response = http.get(f"{server.url}/api/sessions/{session_id}/events", params={"limit": 1000}, timeout=30)
+    response = http.get(f"{server.url}/api/sessions/{session_id}/events", params={"limit": 1000}, timeout=30,
+                        headers={"X-Request-ID": "fuzz-read"})
     return response.status_code, response.content
 
 

@@ -78,6 +78,55 @@ def test_cli_never_imports_flask_views(forbidden):
     assert reaches(imports_of(PACKAGE / "cli.py"), forbidden) == []
 
 
+CLIENT_MAY_IMPORT = ("eventsvc.client", "eventsvc.errors", "eventsvc.emitter")
+
+
+def test_the_client_never_imports_the_server():
+    files = python_files(PACKAGE / "client")
+    assert files
+    ours = {module_name(path): {name for name in imports_of(path) if name == "eventsvc" or name.startswith("eventsvc.")}
+            for path in files}
+    offenders = {module: sorted(name for name in names
+                                if not any(name == allowed or name.startswith(allowed + ".")
+                                           for allowed in CLIENT_MAY_IMPORT) and name != "eventsvc")
+                 for module, names in ours.items()}
+    assert {module: found for module, found in offenders.items() if found} == {}
+    server_stack = ("flask", "werkzeug", "gunicorn", "peewee", "marshmallow", "requests")
+    assert {module_name(path): found for path in files
+            if (found := [name for forbidden in server_stack for name in reaches(imports_of(path), forbidden)])} == {}
+
+
+@pytest.mark.parametrize(("package",), [("api",), ("store",)])
+def test_the_server_never_imports_the_client(package):
+    offenders = {module_name(path): reaches(imports_of(path), "eventsvc.client")
+                 for path in python_files(PACKAGE / package)}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_importing_the_client_loads_no_server_module():
+    import subprocess
+    import sys
+
+    script = ("import sys, eventsvc.client, eventsvc.cli; "
+              "print(sorted({m.partition('.')[0] for m in sys.modules} & "
+              "{'flask', 'werkzeug', 'gunicorn', 'peewee', 'marshmallow'}))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("forbidden",), [("eventsvc.store.segments",), ("eventsvc.store.index",), ("eventsvc.cli",)])
+def test_console_reads_through_the_store_only(forbidden):
+    files = python_files(PACKAGE / "ui")
+    assert files
+    offenders = {module_name(path): reaches(imports_of(path), forbidden) for path in files}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize(("module",), [("timeline.py",), ("present.py",), ("data.py",)])
+def test_console_logic_is_free_of_flask(module):
+    assert reaches(imports_of(PACKAGE / "ui" / module), "flask") == []
+
+
 @pytest.mark.parametrize(("forbidden",), [("flask",), ("werkzeug",), ("click",), ("eventsvc.api",),
                                           ("eventsvc.store.segments",), ("eventsvc.store.index",)])
 def test_ops_use_stores_through_their_interface_never_the_web(forbidden):

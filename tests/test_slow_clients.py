@@ -159,7 +159,7 @@ def test_head_requests_on_stream_routes_give_their_slots_back(make_run_server):
     server = make_run_server
     requests.post(f"{server.url}/api/sessions/watched/events", json={"type": "status"}, timeout=10).raise_for_status()
     with requests.Session() as http:
-        for _ in range(260):  # more than both workers' caps together (2 x 112)
+        for _ in range(260):  # more than both workers' caps together (2 x 120)
             assert http.head(f"{server.url}/api/sessions/watched/events/stream", timeout=10).status_code == 200
     with requests.get(f"{server.url}/api/sessions/watched/events/stream", params={"until_seq": 1},
                       stream=True, timeout=10) as stream:

@@ -30,8 +30,11 @@ def _check_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
 
 
 def register(app: Flask, tokens: TokenTable) -> None:
-    from . import auth, errors, meta, runs, sessions, slots, streams
+    from . import auth, errors, meta, metrics, openapi, request_ids, runs, sessions, slots, streams
 
+    app.extensions["eventsvc.tokens"] = tokens
+    request_ids.init_app(app)
+    metrics.init_app(app)  # before auth: a refused request is timed and counted too
     slots.init_app(app, stream_limit(app.config))
     app.url_value_preprocessor(_check_ids)
     auth.init_app(app, tokens)
@@ -39,4 +42,6 @@ def register(app: Flask, tokens: TokenTable) -> None:
     app.register_blueprint(runs.bp)
     app.register_blueprint(meta.bp)
     app.register_blueprint(streams.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics.bp)
     errors.init_app(app)

@@ -1,4 +1,4 @@
-"""One error shape for everything: ``{"error": {"code", "message", "details"?}}``.
+"""One error shape for everything: ``{"error": {"code", "message", "details"?, "request_id"}}``.
 
 Domain errors carry their code; this module alone knows which HTTP status each code gets.
 Unexpected exceptions are logged with their traceback and answered without one.
@@ -10,11 +10,12 @@ from typing import Any
 
 import json
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import EventSvcError, TooManyStreams
 from ..schemas import ID_CHARACTERS
+from .request_ids import request_id
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
+    rid = request_id()
+    if rid is not None:
+        error["request_id"] = rid
+    if has_request_context():
+        g.error_code = code  # for the metrics hooks (append outcomes, storage errors)
     # ASCII escapes: details can quote hostile input (a lone surrogate in a key, say) back.
     body = json.dumps({"error": error}, ensure_ascii=True)
     response = Response(body, status=status, mimetype="application/json")
@@ -80,7 +86,7 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected(exc: Exception) -> Response:
-    log.exception("unhandled error")
+    log.exception("unhandled error (request %s)", request_id())
     return error_response(500, "internal_error", "internal error; the server log has the details")
 
 

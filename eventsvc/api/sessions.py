@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..errors import SessionNotFound, ValidationFailed
 from ..live import long_poll, resolve
 from . import store
+from .metrics import count_appended
 from .slots import slots
 from .wire import json_body, listing_query, page_query, page_response
 
@@ -18,6 +19,7 @@ def append_events(session_id: str):
     body = json_body(request)
     if isinstance(body, dict):
         result = store().append_one(session_id, body)
+        count_appended(result)
         if result.created:
             return Response(result.lines[0], status=201, mimetype="application/json")
         return jsonify(result.events[0]), 200
@@ -26,6 +28,7 @@ def append_events(session_id: str):
             raise ValidationFailed(f"a batch holds 1 to {MAX_BATCH} events, not {len(body)}",
                                    {"_batch": [f"must hold 1 to {MAX_BATCH} events"]})
         result = store().append_batch(session_id, body)
+        count_appended(result)
         return jsonify(events=result.events), 201 if result.created else 200
     raise ValidationFailed("the body must be one event object or an array of events",
                            {"_body": ["must be a JSON object or array"]})

@@ -29,6 +29,7 @@ from .index import (DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, Se
 from .listings import SummaryPage
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, catch_up, is_consistent
+from .totals import StoreTotals, TotalsReader
 from .type_filter import FilteredPage
 from .watch import AppendWatcher
 
@@ -109,6 +110,7 @@ class EventStore:
         self.damaged: dict[str, str] = {}
         self._opened: Index | None = None
         self._opening = threading.Lock()
+        self._totals = TotalsReader(self._segments_root)
         self.watcher = AppendWatcher(lambda ids: self._index.last_seqs(ids), lambda: self._index.data_version())
         try:
             self._index  # noqa: B018 - open and recover now, so the first request does not pay for it
@@ -458,6 +460,11 @@ class EventStore:
         """The session a run belongs to, or None for an unknown run."""
         return self._index.run_session(run_id)
 
+    @_translated
+    def totals(self) -> StoreTotals:
+        """Sessions, events and bytes held, from the index's session table (no scan of the log)."""
+        return self._totals.read(self._index)
+
     # -- summaries ---------------------------------------------------------------------------
 
     @_translated
@@ -549,7 +556,7 @@ def _remove_database(path: Path) -> None:
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
-__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport", "SummaryPage", "open_store"]
+__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport", "StoreTotals", "SummaryPage", "open_store"]
 
 
 def open_store(target: str | os.PathLike[str], **options: Any) -> Store:

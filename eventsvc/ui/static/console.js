@@ -1,0 +1,241 @@
+/* eventsvc console: the type filter, and live updates over the SSE API.
+   Builds every node with textContent (never HTML from data); no eval, no inline script. */
+(function () {
+  "use strict";
+
+  var STATUS = { run_created: "created", run_started: "running", run_waiting_input: "waiting_input",
+    run_resumed: "running", run_completed: "completed", run_failed: "failed", run_cancelled: "cancelled" };
+  var TERMINAL = { completed: true, failed: true, cancelled: true };
+  var VERIFY = { verify_start: "running", verify_pass: "passed", verify_fail: "failed" };
+  var PREVIEW_CHARS = 140;
+  var RETRY_MS = 2000;
+
+  function node(tag, className, text) {
+    var element = document.createElement(tag);
+    if (className) { element.className = className; }
+    if (text !== undefined && text !== null) { element.textContent = String(text); }
+    return element;
+  }
+
+  function exactTime(timestamp) {
+    var when = new Date(timestamp);
+    if (isNaN(when.getTime())) { return String(timestamp); }
+    return when.toISOString().replace("T", " ").replace(/\.000Z$|Z$/, "") + " UTC";
+  }
+
+  /* -- the type filter ------------------------------------------------------------------ */
+
+  function TypeFilter(fieldset, rows) {
+    this.fieldset = fieldset;
+    this.rows = rows;
+    this.count = document.getElementById("filter-count");
+    this.boxes = document.getElementById("filter-boxes");
+    var self = this;
+    fieldset.hidden = false;
+    fieldset.addEventListener("change", function () { self.apply(); });
+    fieldset.querySelector("[data-filter-all]").addEventListener("click", function () { self.setAll(true); });
+    fieldset.querySelector("[data-filter-none]").addEventListener("click", function () { self.setAll(false); });
+    this.apply();
+  }
+
+  TypeFilter.prototype.shown = function () {
+    var shown = {};
+    this.boxes.querySelectorAll("input[type=checkbox]").forEach(function (box) { shown[box.value] = box.checked; });
+    return shown;
+  };
+
+  TypeFilter.prototype.setAll = function (checked) {
+    this.boxes.querySelectorAll("input[type=checkbox]").forEach(function (box) { box.checked = checked; });
+    this.apply();
+  };
+
+  TypeFilter.prototype.apply = function () {
+    var shown = this.shown(), visible = 0, total = 0;
+    this.rows.querySelectorAll("tr[data-type]").forEach(function (row) {
+      row.hidden = shown[row.dataset.type] === false;
+      total += 1;
+      if (!row.hidden) { visible += 1; }
+    });
+    this.count.textContent = visible === total ? total + " shown" : visible + " of " + total + " shown";
+  };
+
+  TypeFilter.prototype.know = function (type, category) {
+    if (this.shown()[type] !== undefined) { return; }
+    var label = node("label", "cat-" + category), box = node("input");
+    box.type = "checkbox"; box.name = "type"; box.value = type; box.checked = true;
+    label.appendChild(box);
+    label.appendChild(document.createTextNode(" " + type));
+    this.boxes.appendChild(label);
+  };
+
+  /* -- rows and badges ------------------------------------------------------------------ */
+
+  function eventRow(event, category) {
+    var row = node("tr", "fresh"), cell, link;
+    row.id = "ev-" + event.seq;
+    row.dataset.type = event.type;
+    cell = node("td", "num seq"); link = node("a", null, event.seq); link.href = "#ev-" + event.seq;
+    cell.appendChild(link); row.appendChild(cell);
+    cell = node("td", "time"); var time = node("time", null, exactTime(event.timestamp));
+    time.dateTime = event.timestamp; cell.appendChild(time); row.appendChild(cell);
+    cell = node("td"); cell.appendChild(node("span", "type cat-" + category, event.type)); row.appendChild(cell);
+    cell = node("td", "id");
+    if (typeof event.run_id === "string") {
+      link = node("a", null, event.run_id); link.href = "/ui/runs/" + encodeURIComponent(event.run_id);
+      cell.appendChild(link);
+    } else {
+      cell.appendChild(node("span", "none", "—"));
+    }
+    row.appendChild(cell);
+    row.appendChild(node("td", "source", event.source));
+    var payload = event.payload || {}, compact = JSON.stringify(payload);
+    if (compact.length > PREVIEW_CHARS) { compact = compact.slice(0, PREVIEW_CHARS - 1) + "…"; }
+    var details = node("details");
+    details.appendChild(node("summary", null, compact));
+    details.appendChild(node("pre", null, JSON.stringify(payload, null, 2)));
+    cell = node("td", "payload"); cell.appendChild(details); row.appendChild(cell);
+    return row;
+  }
+
+  function setBadge(badge, kind, value) {
+    if (!badge) { return; }
+    badge.className = "badge " + kind + "-" + (value || "none");
+    badge.textContent = value ? value.replace("_", " ") : "—";
+    badge.dataset.value = value || "";
+  }
+
+  function badgeValue(badge) {
+    var match = /(?:^|\s)status-(\S+)/.exec(badge.className);
+    return match ? match[1] : "";
+  }
+
+  function followLifecycle(scope, event) {
+    var status = STATUS[event.type], verify = VERIFY[event.type];
+    if (status) {
+      var badge = scope.querySelector("[data-badge=status]");
+      if (badge && !TERMINAL[badgeValue(badge)]) { setBadge(badge, "status", status); }
+    }
+    if (verify) { setBadge(scope.querySelector("[data-badge=verify]"), "verify", verify); }
+  }
+
+  function runRow(runs, runId) {
+    var rows = runs.querySelectorAll("tr[data-run-id]");
+    for (var i = 0; i < rows.length; i += 1) {
+      if (rows[i].dataset.runId === runId) { return rows[i]; }
+    }
+    var row = node("tr", "fresh"), cell = node("td", "id"), link = node("a", null, runId);
+    row.dataset.runId = runId;
+    link.href = "/ui/runs/" + encodeURIComponent(runId);
+    cell.appendChild(link); row.appendChild(cell);
+    cell = node("td"); var status = node("span", "badge status-unknown", "unknown"); status.dataset.badge = "status";
+    cell.appendChild(status); row.appendChild(cell);
+    cell = node("td"); var verify = node("span", "badge verify-none", "—"); verify.dataset.badge = "verify";
+    cell.appendChild(verify); row.appendChild(cell);
+    row.appendChild(node("td", "num", "")); row.appendChild(node("td", null, "")); row.appendChild(node("td", null, ""));
+    runs.appendChild(row);
+    var none = document.getElementById("no-runs");
+    if (none) { none.remove(); }
+    return row;
+  }
+
+  /* -- live ----------------------------------------------------------------------------- */
+
+  function Live(page, filter) {
+    this.page = page;
+    this.filter = filter;
+    this.base = page.dataset.stream;
+    this.lastSeq = parseInt(page.dataset.lastSeq, 10) || 0;
+    this.types = JSON.parse(page.dataset.types);
+    this.categories = JSON.parse(page.dataset.categories);
+    this.state = document.getElementById("live-state");
+    this.rows = document.getElementById("event-rows");
+    this.source = null;
+    this.ended = false;
+    this.refreshing = false;
+    this.refreshAgain = false;
+    this.open();
+  }
+
+  Live.prototype.show = function (state, text) {
+    this.state.dataset.state = state;
+    this.state.textContent = text;
+  };
+
+  Live.prototype.open = function () {
+    var self = this;
+    // Resume after the last event shown; on its own reconnects EventSource sends Last-Event-ID.
+    var source = new EventSource(this.base + "?since_seq=" + this.lastSeq);
+    this.source = source;
+    source.onopen = function () { self.show("live", "Live: new events appear as they are appended."); };
+    source.onerror = function () {
+      if (self.ended) { return; }
+      self.show("reconnecting", "Reconnecting… (events appended meanwhile will follow, each once)");
+      if (source.readyState === EventSource.CLOSED) {
+        self.source = null;
+        window.setTimeout(function () { if (!self.ended) { self.open(); } }, RETRY_MS);
+      }
+    };
+    var deliver = function (message) { self.deliver(message); };
+    this.types.forEach(function (type) { source.addEventListener(type, deliver); });
+    source.addEventListener("end", function () { self.end(); });
+  };
+
+  Live.prototype.deliver = function (message) {
+    var event;
+    try { event = JSON.parse(message.data); } catch (error) { return; }
+    if (typeof event.seq !== "number" || event.seq <= this.lastSeq) { return; }
+    this.lastSeq = event.seq;
+    var category = this.categories[event.type] || "extra";
+    var none = document.getElementById("no-events");
+    if (none) { none.remove(); }
+    this.rows.appendChild(eventRow(event, category));
+    if (this.filter) { this.filter.know(event.type, category); this.filter.apply(); }
+    var count = document.getElementById("event-count");
+    if (count) { count.textContent = String((parseInt(count.textContent, 10) || 0) + 1); }
+    if (this.page.dataset.kind === "run") {
+      followLifecycle(document.getElementById("run-live"), event);
+      this.refresh();
+    } else if (typeof event.run_id === "string") {
+      followLifecycle(runRow(document.getElementById("run-rows"), event.run_id), event);
+    }
+  };
+
+  Live.prototype.end = function () {
+    this.ended = true;
+    if (this.source) { this.source.close(); }
+    this.show("ended", "Stream ended: the run is over.");
+    this.refresh();
+  };
+
+  /* The run's header and timeline are drawn by the server: fetch them again after a change. */
+  Live.prototype.refresh = function () {
+    var self = this, target = document.getElementById("run-live");
+    if (!this.page.dataset.fragment || !target) { return; }
+    if (this.refreshing) { this.refreshAgain = true; return; }
+    this.refreshing = true;
+    window.fetch(this.page.dataset.fragment, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (html !== null) {
+          var template = document.createElement("template");
+          template.innerHTML = html;
+          target.replaceChildren(template.content);
+        }
+      })
+      .catch(function () { /* the next event or reconnect refreshes again */ })
+      .then(function () {
+        self.refreshing = false;
+        if (self.refreshAgain) { self.refreshAgain = false; self.refresh(); }
+      });
+  };
+
+  function start() {
+    var page = document.getElementById("page");
+    var rows = document.getElementById("event-rows");
+    var fieldset = document.getElementById("type-filter");
+    var filter = fieldset && rows ? new TypeFilter(fieldset, rows) : null;
+    if (page && page.dataset.stream && window.EventSource) { new Live(page, filter); }
+  }
+
+  start();
+}());

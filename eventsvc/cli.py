@@ -486,6 +486,5 @@ def db_upgrade(url: str) -> None:
         click.echo(f"{where(url)}: schema version {before or 'none'} -> {after}")
 
 
-
 if __name__ == "__main__":
     main()

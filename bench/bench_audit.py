@@ -5,16 +5,22 @@
 
 The data folder is generated with the service's own EventStore (fsync off, 64 KiB segments, so
 every session has several sealed segments) under bench/work/, which git ignores, and reused
-while its ``.complete`` marker is there. All three measurements read the same files in the same
+while its ``.complete`` marker beside it is there (outside it: the audit reports any file the store
+never writes). All three measurements read the same files in the same
 run, after one warm-up read, so the page cache treats them alike, in interleaved rounds; the
 best of each counts. CPU time is shown beside wall-clock time because it is the steadier of the
 two on a shared machine. Targets (from the issue): audit within 3x of the baseline's time,
 reindex within 4x.
+
+Then peak memory (issue 12): ``eventsvc audit`` (and stats, export) on a folder whose one segment
+is a single 200 MB line without a newline, beside the same commands on the ordinary data above;
+each peak is the child's own ru_maxrss from wait4. A bounded reader keeps the two close.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
@@ -79,7 +85,7 @@ def generate(data_dir: Path, events: int, batch: int) -> None:
                 print(f"  generated {session + 1}/{sessions} sessions", file=sys.stderr)
     finally:
         store.close()
-    (data_dir / ".complete").write_text(json.dumps({"events": events, "batch": batch}))
+    complete_marker(data_dir).write_text(json.dumps({"events": events, "batch": batch}))
     print(f"generated {events:,} events in {time.monotonic() - started:.1f}s", file=sys.stderr)
 
 
@@ -139,15 +145,63 @@ def measure(work: Callable[[], int], *, child: bool = False) -> tuple[float, flo
     return wall, cpu, events
 
 
+def complete_marker(data_dir: Path) -> Path:
+    return data_dir.with_name(data_dir.name + ".complete")
+
+
+def long_line_folder(megabytes: int) -> Path:
+    """A data folder whose one session holds one line of ``megabytes`` MB and no newline (cached)."""
+    data_dir = WORK / f"long-line-{megabytes}mb"
+    if not complete_marker(data_dir).exists():
+        shutil.rmtree(data_dir, ignore_errors=True)
+        session = data_dir / segments.SEGMENTS_DIR / "s1"
+        session.mkdir(parents=True)
+        block = b"x" * 1_000_000
+        with open(session / segments.segment_name(1), "wb") as file:
+            file.write(b'{"payload":"')
+            for _ in range(megabytes):
+                file.write(block)
+        complete_marker(data_dir).write_text("")
+    return data_dir
+
+
+def peak_mib(*args: str) -> tuple[float, float, int]:
+    """(peak RSS in MiB, wall seconds, exit code) of ``eventsvc ARGS``, from the child's own rusage."""
+    script = Path(sys.executable).with_name("eventsvc")
+    started = time.perf_counter()
+    child = subprocess.Popen([str(script), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024, time.perf_counter() - started, child.returncode
+
+
+def memory_rows(ordinary: Path, megabytes: int) -> None:
+    """Peak memory of audit, stats and export on ordinary data and on one long line, side by side."""
+    long_line = long_line_folder(megabytes)
+    first_session = sorted(p.name for p in (ordinary / segments.SEGMENTS_DIR).iterdir())[0]
+    print(f"\npeak memory (MiB, the child's ru_maxrss): ordinary = the data above, "
+          f"long line = one {megabytes} MB line without a newline")
+    print(f"{'':10}{'ordinary':>10}{'long line':>11}{'long line s':>13}  exit (long line)")
+    for command in ("audit", "stats", "export"):
+        def args(folder: Path, session: str) -> list[str]:
+            if command == "audit":
+                return ["audit", str(folder)]
+            return [command, "--data-dir", str(folder), *(("--session", session) if command == "export" else ())]
+        ordinary_peak, _, _ = peak_mib(*args(ordinary, first_session))
+        long_peak, seconds, code = peak_mib(*args(long_line, "s1"))
+        print(f"{command:10}{ordinary_peak:10.0f}{long_peak:11.0f}{seconds:13.2f}  {code}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the data folder")
     parser.add_argument("--batch", type=int, default=250, help="events per append_many (at most 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all measurements; the best counts")
+    parser.add_argument("--long-line-mb", type=int, default=200, help="the long line's size for the memory figures")
     args = parser.parse_args()
 
     data_dir = WORK / f"data-{args.events}"
-    if not (data_dir / ".complete").exists():
+    if not complete_marker(data_dir).exists():
         generate(data_dir, args.events, args.batch)
     files = segment_files(data_dir)
     size = sum(path.stat().st_size for path in files)
@@ -177,6 +231,7 @@ def main() -> None:
         verdict = "" if target is None else f"<= {target:.1f}x {'ok' if ratio <= target else 'MISSED'}"
         print(f"{name:22}{wall:8.2f}{cpu:8.2f}{events / wall:11,.0f}{size / 1e6 / wall:7.1f}{ratio:8.2f}"
               f"{cpu_ratio:11.2f}  {verdict}")
+    memory_rows(data_dir, args.long_line_mb)
 
 
 if __name__ == "__main__":

@@ -10,22 +10,22 @@ them). Line numbers are 1-based; line 0 means the finding is about a whole file.
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from marshmallow import ValidationError
 
-from .audit_checks import AuditError, Lifecycle, SealCheck, SeqSpans, usable_fields
+from .audit_checks import AuditError, Lifecycle, SeqSpans, usable_fields
 from .audit_index import IndexCheck
+from .audit_plan import AuditPlan, SessionUnit, plan_audit
+from .audit_seals import SealCheck
 from .schemas import StoredEnvelopeSchema, stored_envelope_is_valid
-from .store import seals, segments
+from .store import segments, untrusted
 from .summaries import RunSummary, SessionSummary, fold
 from .types import EVENT_TYPES, EventTypeSet
 
@@ -42,6 +42,9 @@ CODES: dict[str, tuple[str, str]] = {
     "DUPLICATE_EVENT_ID": (ERROR, "an event_id used twice in one session"),
     "RUN_IN_TWO_SESSIONS": (ERROR, "a run_id used in more than one session"),
     "TORN_WRITE": (ERROR, "an incomplete last line (no newline), with its byte offset"),
+    "LINE_TOO_LONG": (ERROR, "a line longer than the largest event the service accepts, read past unparsed"),
+    "UNEXPECTED_ENTRY": (ERROR, "an entry the audit did not check: a link, FIFO, socket, device or folder where a "
+                                "file is expected, or a name the store never writes"),
     "SEAL_MISMATCH": (ERROR, "a sealed segment whose bytes no longer match its seal, or an unreadable seal"),
     "SEAL_CHAIN_BROKEN": (ERROR, "a seal whose prev is not the SHA-256 of the previous segment's seal file"),
     "SEAL_MISSING": (ERROR, "a rolled segment (not the session's last) without a seal"),
@@ -49,6 +52,8 @@ CODES: dict[str, tuple[str, str]] = {
     "INDEX_MISSING_ROW": (ERROR, "an event, run or session in the log that the index lacks"),
     "INDEX_EXTRA_ROW": (ERROR, "an index row with nothing in the log behind it"),
     "INDEX_WRONG_BYTES": (ERROR, "an index row that points at other bytes than the log holds"),
+    "INDEX_UNUSABLE": (ERROR, "an index that is not a regular SQLite file with exactly the store's schema: "
+                              "not queried"),
     "INDEX_WRONG_SUMMARY": (ERROR, "a run or session summary in the index that differs from one folded from the log"),
     "LIFECYCLE_BEFORE_CREATED": (WARNING, "a run's event before its run_created"),
     "LIFECYCLE_TRANSITION": (WARNING, "a run lifecycle step the lifecycle graph does not allow"),
@@ -59,7 +64,7 @@ CODES: dict[str, tuple[str, str]] = {
     "TORN_KEPT": (INFO, "a torn last line that recovery cut off and kept beside its segment"),
 }
 
-_CHUNK = 1 << 20
+__all__ = ["CODES", "AuditPlan", "Finding", "SessionUnit", "Summary", "plan_audit", "run_audit"]
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,17 @@ class Finding:
         return CODES[self.code][0]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "line": self.line, "code": self.code, "severity": self.severity,
-                "message": self.message}
+        return {"path": _json_text(self.path), "line": self.line, "code": self.code, "severity": self.severity,
+                "message": _json_text(self.message)}
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.code}: {self.message}"
+        # Names and values come from the folder: escaped, so none can forge a line of output.
+        return untrusted.printable(f"{self.path}:{self.line}: {self.code}: {self.message}")
+
+
+def _json_text(text: str) -> str:
+    """A name that is not UTF-8 (held as lone surrogates) as backslash escapes, so JSON output can encode it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
@@ -95,101 +106,34 @@ class Summary:
     def count(self, severity: str) -> int:
         return sum(n for code, n in self.findings.items() if CODES[code][0] == severity)
 
+    @property
+    def unexpected(self) -> int:
+        """Entries not checked (links, special files, names the store never writes)."""
+        return self.findings["UNEXPECTED_ENTRY"]
+
     def as_dict(self) -> dict[str, Any]:
         return {"sessions": self.sessions, "segments": self.segments, "events": self.events, "runs": self.runs,
-                "bytes": self.bytes, "errors": self.count(ERROR), "warnings": self.count(WARNING),
-                "info": self.count(INFO), "findings": dict(sorted(self.findings.items()))}
-
-
-@dataclass
-class SessionUnit:
-    """One session folder and which of its segment files to read."""
-
-    session_dir: Path
-    files: list[Path]
-    whole: bool  # every segment of the folder: seqs are checked from 1 and run lifecycles too
-    data_dir: Path | None  # the data folder holding it, for the index check
-
-
-@dataclass
-class AuditPlan:
-    units: list[SessionUnit]
-    data_dirs: list[Path]  # data folders audited whole: the index may not know other sessions
-
-    @property
-    def segment_count(self) -> int:
-        return sum(len(unit.files) for unit in self.units)
-
-
-def plan_audit(paths: Sequence[Path]) -> AuditPlan:
-    """Resolve PATHs (data folders, session folders, ``.jsonl`` files) into session units.
-
-    Raises FileNotFoundError for a missing PATH and AuditError for one of another kind.
-    A session folder named twice, or inside a data folder also named, is read once.
-    """
-    units: dict[Path, SessionUnit] = {}
-    data_dirs: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
-        if path.is_dir():
-            data_dir, session_dirs = _session_dirs(path)
-            if data_dir is not None and data_dir not in data_dirs:
-                data_dirs.append(data_dir)
-            for session_dir in session_dirs:
-                units[session_dir.resolve()] = SessionUnit(session_dir, _segment_files(session_dir), True,
-                                                           _data_dir_of(session_dir))
-        elif path.name.endswith(segments.SEGMENT_SUFFIX):
-            unit = units.setdefault(path.parent.resolve(),
-                                    SessionUnit(path.parent, [], False, _data_dir_of(path.parent)))
-            if not unit.whole and path not in unit.files:
-                unit.files.append(path)
-        else:
-            raise AuditError(f"{path}: not a data folder, a session folder or a .jsonl segment file")
-    for unit in units.values():
-        if not unit.whole:
-            unit.files.sort(key=_file_order)
-            unit.whole = {p.name for p in unit.files} == {p.name for p in _segment_files(unit.session_dir)}
-    return AuditPlan(list(units.values()), data_dirs)
-
-
-def _session_dirs(path: Path) -> tuple[Path | None, list[Path]]:
-    if (path / segments.SEGMENTS_DIR).is_dir():
-        root, data_dir = path / segments.SEGMENTS_DIR, path
-    elif path.name == segments.SEGMENTS_DIR:
-        root, data_dir = path, path.parent
-    elif any(segments.SEGMENT_SUFFIX in name or name.endswith(seals.SEAL_SUFFIX) for name in os.listdir(path)):
-        return None, [path]
-    else:
-        raise AuditError(f"{path}: not a data folder (no segments/ inside) nor a session folder (no segments)")
-    return data_dir, sorted((root / entry.name for entry in os.scandir(root) if entry.is_dir()),
-                            key=lambda p: p.name)
-
-
-def _data_dir_of(session_dir: Path) -> Path | None:
-    return session_dir.parent.parent if session_dir.parent.name == segments.SEGMENTS_DIR else None
-
-
-def _file_order(path: Path) -> tuple[int, int, str]:
-    base = segments.parse_base(path.name)
-    return (0, base, "") if base is not None else (1, 0, path.name)
-
-
-def _segment_files(session_dir: Path) -> list[Path]:
-    """Segment files in base order, then other ``.jsonl`` files (misnamed segments) by name."""
-    names = [name for name in os.listdir(session_dir) if name.endswith(segments.SEGMENT_SUFFIX)]
-    return sorted((session_dir / name for name in names), key=_file_order)
+                "bytes": self.bytes, "unexpected_entries": self.unexpected, "errors": self.count(ERROR),
+                "warnings": self.count(WARNING), "info": self.count(INFO),
+                "findings": dict(sorted(self.findings.items()))}
 
 
 def run_audit(plan: AuditPlan, *, event_types: EventTypeSet = EVENT_TYPES, check_index: bool = False,
               on_finding: Callable[[Finding], None] | None = None,
-              on_segment: Callable[[Path], None] | None = None) -> Summary:
+              on_segment: Callable[[Path], None] | None = None,
+              on_bytes: Callable[[int], None] | None = None,
+              max_line: int = untrusted.DEFAULT_MAX_LINE) -> Summary:
     """Audit every unit of ``plan``; findings go to ``on_finding`` as they are found.
 
-    Raises AuditError when ``check_index`` is set and a unit has no index.sqlite3 to compare
-    with, and OSError when a file cannot be read.
+    A line longer than ``max_line`` bytes is a finding, read past in chunks; ``on_bytes`` hears
+    each chunk's size (for progress). Raises AuditError when ``check_index`` is set and a unit
+    has no index.sqlite3 to compare with, and OSError when a file cannot be read.
     """
     auditor = _Auditor(event_types, on_finding or (lambda finding: None), on_segment)
+    auditor.on_bytes = on_bytes
+    auditor.max_line = max_line
+    for path, why in plan.unexpected:
+        auditor.emit(path, 0, "UNEXPECTED_ENTRY", why)
     indexes: dict[Path, IndexCheck] = {}
     try:
         if check_index:
@@ -228,6 +172,8 @@ class _Auditor:
         self.on_segment = on_segment
         self.summary = Summary()
         self.run_owners: dict[str, str] = {}
+        self.on_bytes: Callable[[int], None] | None = None
+        self.max_line = untrusted.DEFAULT_MAX_LINE
 
     def emit(self, path: str | Path, line: int, code: str, message: str) -> None:
         self.summary.findings[code] += 1
@@ -250,8 +196,13 @@ class _SessionAudit:
         self.seqs = SeqSpans(first)
         self.expected = first or 0  # the seq the next line should have; 0: not known yet (no seq is 0)
         self.unreadable = 0  # lines since the last usable seq that had none
-        self.seals = SealCheck(unit.session_dir, self.emit)
+        self.seals = SealCheck(unit.session_dir, unit.bases, unit.seal_bases, unit.torn, self.emit)
         self.end: tuple[int, int] = (0, 0)  # (last base, bytes of complete lines in it)
+        # segment name -> {offset: torn file}: recovery cuts only where a line starts (or at the end)
+        self.torn_claims: dict[str, dict[int, str]] = {}
+        for name in unit.torn if unit.whole else ():
+            segment, _, rest = name.partition(segments.TORN_SUFFIX)
+            self.torn_claims.setdefault(segment, {})[int(rest.partition(".")[0])] = name
         # With the index check of a whole session: its summaries, folded from the valid lines as read.
         self.summary = SessionSummary(self.session_id) if index is not None and unit.whole else None
         self.run_summaries: dict[str, RunSummary] = {}
@@ -270,6 +221,10 @@ class _SessionAudit:
             auditor.summary.segments += 1
             if auditor.on_segment is not None:
                 auditor.on_segment(path)
+        for claims in self.torn_claims.values():
+            for offset, name in sorted(claims.items()):
+                self.emit(str(unit.session_dir / name), 0, "UNEXPECTED_ENTRY", f"a torn line kept aside at byte "
+                          f"{offset} of a segment where no line starts there: not a file recovery wrote")
         self.seqs.finish(self.expected, self.emit)
         if self.lifecycle is not None:
             self.lifecycle.finish()
@@ -290,7 +245,7 @@ class _SessionAudit:
         prefix = self.seals.begin(path, base)
         emit, auditor = self.emit, self.auditor
         session_id = self.session_id
-        decode = _decode
+        decode = untrusted.decode
         is_valid = stored_envelope_is_valid
         event_types = auditor.event_types
         event_ids, run_owners, run_first_seq = self.event_ids, auditor.run_owners, self.run_first_seq
@@ -299,80 +254,101 @@ class _SessionAudit:
         expected, unreadable = self.expected, self.unreadable
         name_checked = base is None
         mismatched: list[Any] = []  # [first line, its session_id, count] for SESSION_MISMATCH
+        try:
+            file = untrusted.open_binary(path)
+        except untrusted.NotRegular as exc:
+            emit(name, 0, "UNEXPECTED_ENTRY", f"{exc.what}, not a segment file: not read")
+            return
+        on_bytes, max_line = auditor.on_bytes, auditor.max_line
+        on_chunk: Callable[[bytes], None] | None = None
+        if on_bytes is not None:
+            on_chunk = lambda chunk: on_bytes(len(chunk))  # noqa: E731
+        if prefix is not None:
+            on_chunk = prefix.feed if on_bytes is None else (lambda chunk: (prefix.feed(chunk), on_bytes(len(chunk))))
+        sealed_end = prefix.length if prefix is not None else -1
         line_no = offset = 0
-        carry = b""
-        with open(path, "rb", buffering=0) as file:
-            while chunk := file.read(_CHUNK):
-                buffer = carry + chunk if carry else chunk
-                if prefix is not None:
-                    prefix.feed(buffer, offset)
-                lines = buffer.split(b"\n")
-                carry = lines.pop()
-                for raw in lines:
-                    line_no += 1
-                    line_offset = offset
-                    offset += len(raw) + 1
-                    try:
-                        obj = decode(raw.decode())
-                    except (ValueError, RecursionError) as exc:
-                        emit(name, line_no, "INVALID_JSON", _json_problem(exc, raw))
-                        unreadable += 1
-                        continue
-                    if is_valid(obj, event_types):
-                        seq, sid, event_id, run_id, type_ = (obj["seq"], obj["session_id"], obj["event_id"],
-                                                             obj["run_id"], obj["type"])
-                        if summary is not None:
-                            fold(summary, run_summaries, ((seq, run_id, type_, obj["timestamp"]),))
+        torn = -1  # the length of an incomplete last line
+        claims = self.torn_claims.get(path.name)
+        with file:
+            for line_offset, raw, length, complete in untrusted.bounded_lines(file, max_line=max_line,
+                                                                               on_chunk=on_chunk):
+                if not complete:
+                    torn = length
+                    break
+                line_no += 1
+                offset = line_offset + length + 1
+                if claims and line_offset in claims:
+                    del claims[line_offset]
+                if prefix is not None and (line_offset == 0 or offset == sealed_end):
+                    prefix.line(line_offset, raw, length)
+                if raw is None:
+                    emit(name, line_no, "LINE_TOO_LONG", f"a line of {length} bytes, longer than the largest "
+                         f"event the service accepts ({max_line} bytes): read past, not parsed")
+                    unreadable += 1
+                    continue
+                try:
+                    obj = decode(raw)
+                except ValueError as exc:
+                    emit(name, line_no, "INVALID_JSON", _json_problem(exc, raw))
+                    unreadable += 1
+                    continue
+                if is_valid(obj, event_types):
+                    seq, sid, event_id, run_id, type_ = (obj["seq"], obj["session_id"], obj["event_id"],
+                                                         obj["run_id"], obj["type"])
+                    if summary is not None:
+                        fold(summary, run_summaries, ((seq, run_id, type_, obj["timestamp"]),))
+                else:
+                    emit(name, line_no, "INVALID_ENVELOPE", self._envelope_problem(obj))
+                    seq, sid, event_id, run_id, type_ = usable_fields(obj, event_types)
+                if sid != session_id and sid is not None:
+                    if mismatched:
+                        mismatched[2] += 1
                     else:
-                        emit(name, line_no, "INVALID_ENVELOPE", self._envelope_problem(obj))
-                        seq, sid, event_id, run_id, type_ = usable_fields(obj, event_types)
-                    if sid != session_id and sid is not None:
-                        if mismatched:
-                            mismatched[2] += 1
-                        else:
-                            mismatched = [line_no, sid, 1]
-                    if seq == expected:
-                        expected += 1
-                        unreadable = 0
-                    elif seq is None:
-                        unreadable += 1
+                        mismatched = [line_no, sid, 1]
+                if seq == expected:
+                    expected += 1
+                    unreadable = 0
+                elif seq is None:
+                    unreadable += 1
+                else:
+                    expected = self.seqs.other(seq, expected, unreadable, name, line_no, emit)
+                    unreadable = 0
+                if not name_checked and seq is not None:
+                    name_checked = True
+                    if seq - (line_no - 1) != base:
+                        emit(name, line_no, "SEGMENT_NAME_MISMATCH",
+                             f"the segment is named for seq {base}, but its line {line_no} has seq {seq}")
+                if event_id is not None:
+                    if event_id in event_ids:
+                        earlier = event_ids[event_id]
+                        emit(name, line_no, "DUPLICATE_EVENT_ID", f"event_id {event_id!r} is already used "
+                             f"in this session{f' by seq {earlier}' if earlier is not None else ''}")
                     else:
-                        expected = self.seqs.other(seq, expected, unreadable, name, line_no, emit)
-                        unreadable = 0
-                    if not name_checked and seq is not None:
-                        name_checked = True
-                        if seq - (line_no - 1) != base:
-                            emit(name, line_no, "SEGMENT_NAME_MISMATCH",
-                                 f"the segment is named for seq {base}, but its line {line_no} has seq {seq}")
-                    if event_id is not None:
-                        if event_id in event_ids:
-                            earlier = event_ids[event_id]
-                            emit(name, line_no, "DUPLICATE_EVENT_ID", f"event_id {event_id!r} is already used "
-                                 f"in this session{f' by seq {earlier}' if earlier is not None else ''}")
-                        else:
-                            event_ids[event_id] = seq
-                    if run_id is not None:
-                        if run_id not in run_first_seq:
-                            run_first_seq[run_id] = seq
-                            owner = run_owners.setdefault(run_id, session_id)
-                            if owner != session_id:
-                                emit(name, line_no, "RUN_IN_TWO_SESSIONS",
-                                     f"run {run_id!r} is also used in session {owner!r}")
-                        if lifecycle is not None:
-                            lifecycle.step(run_id, type_, seq, name, line_no)
-                    if index is not None and seq is not None:
-                        index.line(name, line_no, seq, base, line_offset, len(raw) + 1, obj)
+                        event_ids[event_id] = seq
+                if run_id is not None:
+                    if run_id not in run_first_seq:
+                        run_first_seq[run_id] = seq
+                        owner = run_owners.setdefault(run_id, session_id)
+                        if owner != session_id:
+                            emit(name, line_no, "RUN_IN_TWO_SESSIONS",
+                                 f"run {run_id!r} is also used in session {owner!r}")
+                    if lifecycle is not None:
+                        lifecycle.step(run_id, type_, seq, name, line_no)
+                if index is not None and seq is not None:
+                    index.line(name, line_no, seq, base, line_offset, len(raw) + 1, obj)
+        if claims:
+            claims.pop(offset, None)  # cut at the end, and nothing appended since
         self.expected, self.unreadable = expected, unreadable
         auditor.summary.events += line_no
-        auditor.summary.bytes += offset + len(carry)
+        auditor.summary.bytes += offset + max(torn, 0)
         if mismatched:
             more = f" (and {mismatched[2] - 1} more lines of this segment)" if mismatched[2] > 1 else ""
             emit(name, mismatched[0], "SESSION_MISMATCH",
                  f"session_id {mismatched[1]!r} is not the folder's {session_id!r}{more}")
-        if carry:
+        if torn >= 0:
             emit(name, line_no + 1, "TORN_WRITE", f"incomplete last line (a torn write) at byte {offset}: "
-                 f"{len(carry)} bytes with no newline")
-        self.seals.end(path, base, prefix, size=offset + len(carry), lines=line_no)
+                 f"{torn} bytes with no newline")
+        self.seals.end(path, base, prefix, size=offset + max(torn, 0), lines=line_no)
         if base is not None:
             self.end = (base, offset)
 
@@ -384,13 +360,6 @@ class _SessionAudit:
         return "the fast envelope check and StoredEnvelopeSchema disagree"  # never expected: see tests
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
-
-
 def _json_problem(exc: BaseException, raw: bytes) -> str:
     if not raw:
         return "empty line"
@@ -398,8 +367,8 @@ def _json_problem(exc: BaseException, raw: bytes) -> str:
         return f"not valid UTF-8 at byte {exc.start} of the line"
     if isinstance(exc, json.JSONDecodeError):
         return f"not valid JSON: {exc.msg} at column {exc.colno}"
-    if isinstance(exc, RecursionError):
-        return "not valid JSON: nests too deeply to parse"
+    if isinstance(exc, untrusted.TooDeep):
+        return f"not valid JSON: {exc}"
     return f"not valid JSON: {exc}"
 
 

@@ -4,17 +4,25 @@ The index is derived from the log, so the log is the reference: a line without a
 missing row, a row without a line an extra one, and a row that names other bytes (segment,
 offset, length) or other fields than its line holds points at the wrong bytes. Rows are read
 in seq order beside the lines (a merge), so memory stays flat however large a session is.
+
+The index of a received folder is data, not code: it is opened read-only with ``trusted_schema``
+off, and queried only once its schema is exactly the one the store creates (no trigger, no view,
+nothing more or less); otherwise, or when it is not a regular file, the finding is
+``INDEX_UNUSABLE`` and the check does nothing more. Nothing is written beside it: an index whose
+write-ahead log has no shared-memory file (a copy) is read from a private copy.
 """
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .audit_checks import AuditError
-from .store import summary_index
-from .store.index import INDEX_FILE
+from .store import summary_index, untrusted
+from .store.index import INDEX_FILE, schema_problem
 from .summaries import RunSummary, SessionSummary
 
 Emit = Callable[[str, int, str, str], None]
@@ -24,26 +32,60 @@ _ROW_FIELDS = ("segment", "offset", "length", "event_id", "run_id", "type", "tim
 class IndexCheck:
     def __init__(self, data_dir: Path, emit: Emit) -> None:
         self.path = data_dir / INDEX_FILE
-        if not self.path.is_file():
+        if untrusted.lkind(self.path) is None:
             raise AuditError(f"{self.path}: no index to compare with (--index)")
         self.emit = emit
         self.name = str(self.path)
-        # Read-only: auditing must not change what it audits. An index at rest (no -wal file: its
-        # last writer closed it) is opened immutable, so SQLite creates no -shm beside it and a
-        # copy on read-only media works too; a live one is read through its WAL.
-        at_rest = not self.path.with_name(self.path.name + "-wal").exists()
-        uri = f"{self.path.resolve().as_uri()}?mode=ro{'&immutable=1' if at_rest else ''}"
-        self.db = sqlite3.connect(uri, uri=True)
+        self.scratch: tempfile.TemporaryDirectory[str] | None = None
+        self.db = self._open()
         self.session_id = ""
         self.rows: Iterator[tuple] = iter(())
         self.row: tuple | None = None
         self.passed: dict[int, tuple] = {}  # rows the merge went past; normally none
         self.missing: list[Any] | None = None  # [path, line, first seq, last seq] of lines without rows
 
-    def close(self) -> None:
-        self.db.close()
+    def _open(self) -> sqlite3.Connection | None:
+        """A read-only connection to an index whose schema is the store's; None after INDEX_UNUSABLE."""
+        wal, shm = (self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm"))
+        try:
+            for path in (self.path, wal, shm):
+                untrusted.check_regular(path)
+            # Read-only: auditing must not change what it audits. An index at rest (no -wal file: its
+            # last writer closed it) is opened immutable, so SQLite creates no -shm beside it and a
+            # copy on read-only media works too; a live one (-wal and -shm) is read through its WAL;
+            # a -wal without -shm (a copy) is read from a private copy, or SQLite would create one.
+            path, at_rest = self.path.resolve(), untrusted.lkind(wal) is None
+            if not at_rest and untrusted.lkind(shm) is None:
+                self.scratch = tempfile.TemporaryDirectory(prefix="eventsvc-audit-")
+                path = Path(self.scratch.name) / INDEX_FILE
+                for source, target in ((self.path, path), (wal, path.with_name(INDEX_FILE + "-wal"))):
+                    with untrusted.open_binary(source) as reader, open(target, "xb") as writer:
+                        shutil.copyfileobj(reader, writer, untrusted.CHUNK)
+                at_rest = False
+            uri = f"{path.as_uri()}?mode=ro{'&immutable=1' if at_rest else ''}"
+            db = sqlite3.connect(uri, uri=True)
+        except untrusted.NotRegular as exc:
+            self.emit(exc.filename, 0, "INDEX_UNUSABLE", f"{exc.what}, not an index file: not followed, not read")
+            return None
+        try:
+            problem = schema_problem(db, exact=True)
+        except sqlite3.Error as exc:
+            problem = f"not a readable SQLite index ({exc})"
+        if problem:
+            db.close()
+            self.emit(self.name, 0, "INDEX_UNUSABLE", f"{problem}: the index was not queried")
+            return None
+        return db
 
-    def _query(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+        if self.scratch is not None:
+            self.scratch.cleanup()
+
+    def _query(self, sql: str, params: tuple = ()) -> Iterator[tuple]:
+        if self.db is None:
+            return iter(())  # an unusable index: reported once, never queried
         return self.db.execute(sql, params)  # sqlite3.Error: the caller says which index failed
 
     def begin(self, session_id: str, bases: list[int] | None) -> None:
@@ -59,6 +101,8 @@ class IndexCheck:
         self.missing = None
 
     def line(self, path: str, line: int, seq: int, base: int | None, offset: int, length: int, obj: Any) -> None:
+        if self.db is None:
+            return
         row = self.row
         while row is not None and row[0] < seq:
             self.passed[row[0]] = row
@@ -91,6 +135,8 @@ class IndexCheck:
 
     def end(self, runs: dict[str, int | None] | None, checkpoint: tuple[int, int, int] | None) -> None:
         """Finish the session: rows no line claimed; with a whole session, its runs and checkpoint too."""
+        if self.db is None:
+            return
         self._flush_missing()
         extra = sorted([*self.passed.values(), *([self.row] if self.row else []), *self.rows])
         start = 0
@@ -119,8 +165,10 @@ class IndexCheck:
             self.emit(self.name, 0, "INDEX_EXTRA_ROW", f"{where}: run {run_id!r} is in the run table, not the log")
 
     def _checkpoint(self, log_end: tuple[int, int, int]) -> None:
-        row = self._query("SELECT last_seq, segment, end_offset FROM session WHERE session_id = ?",
-                          (self.session_id,)).fetchone()
+        if self.db is None:
+            return
+        row = next(iter(self._query("SELECT last_seq, segment, end_offset FROM session WHERE session_id = ?",
+                                    (self.session_id,))), None)
         where = f"session {self.session_id!r}"
         if row is None:
             if log_end[0]:
@@ -134,6 +182,8 @@ class IndexCheck:
 
     def unknown_sessions(self, audited: set[str]) -> None:
         """Sessions the index knows that have no folder in the (whole) data folder audited."""
+        if self.db is None:
+            return
         counts = dict(self._query("SELECT session_id, count(*) FROM event GROUP BY session_id"))
         others = {row[0] for row in self._query("SELECT session_id FROM session UNION SELECT session_id FROM run")}
         for session_id in sorted(set(counts).union(others).difference(audited)):
@@ -142,6 +192,8 @@ class IndexCheck:
 
     def summaries(self, session: SessionSummary, runs: dict[str, RunSummary]) -> None:
         """Compare the session's and its runs' summary rows with the summaries folded from its lines."""
+        if self.db is None:
+            return
         where = f"session {self.session_id!r}"
         try:
             indexed = summary_index.get_session(self.db, self.session_id)

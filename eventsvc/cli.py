@@ -7,15 +7,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from .errors import EventSvcError
+from .printable import printable
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 SERVER_STACK = frozenset({"flask", "werkzeug", "peewee", "marshmallow", "gunicorn"})  # the `server` extra
@@ -44,24 +46,53 @@ def one_line_errors(command: Callable) -> Callable:
             fail(exc.message)
         except OSError as exc:
             fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, ImportError):
+            raise  # a missing server-stack module is worded by the group ("needs the server extra")
+        except Exception as exc:  # never a traceback: a folder from elsewhere may hold anything
+            fail(f"unexpected {type(exc).__name__}: {exc}")
 
     return wrapper
 
 
-def fail(message: str) -> None:
-    click.echo(f"eventsvc: {message}", err=True)
+def fail(message: str) -> NoReturn:
+    click.echo(printable(f"eventsvc: {message}"), err=True)
     sys.exit(EXIT_ERROR)
+
+
+def warn(message: str) -> None:
+    click.echo(printable(f"eventsvc: warning: {message}"), err=True)
+
+
+def segment_size(path: Path) -> int:
+    from .store.segments import file_size
+
+    return file_size(path)
+
+
+def max_line() -> int:
+    """The longest line the tools parse: the service's EVENTSVC_MAX_EVENT_BYTES (its default if unset or bad)."""
+    from .store.untrusted import DEFAULT_MAX_LINE
+
+    try:
+        return max(1, int(os.environ.get("EVENTSVC_MAX_EVENT_BYTES", "")))
+    except ValueError:
+        return DEFAULT_MAX_LINE
 
 
 def echo_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
-def open_store(data_dir: Path):
+def open_store(data_dir: Path, *, writing: bool = False):
+    """The store of ``data_dir``; a tool that writes first refuses a folder holding a link or
+    special file where the store keeps its own files (exit 2), so nothing outside is touched."""
     from .store import EventStore
+    from .store.recovery import check_data_folder
 
     if not (data_dir / "segments").is_dir():
         fail(f"{data_dir} is not an eventsvc data folder (no segments/ inside)")
+    if writing:
+        check_data_folder(data_dir)
     return EventStore(data_dir)
 
 
@@ -92,6 +123,8 @@ class OneLineGroup(click.Group):
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operate on an eventsvc data folder: audit, reindex, export, stats, seal, sessions, runs, serve."""
+    # The store logs for servers; a command says what went wrong itself, in one line.
+    logging.getLogger("eventsvc").addHandler(logging.NullHandler())
 
 
 @main.command()
@@ -106,9 +139,10 @@ def reindex(data_dir: Path, wait_seconds: float) -> None:
     crash halfway leaves the old index usable. Safe while the server runs: it takes the store
     lock (appends wait meanwhile), or gives up with exit code 2 after --wait seconds.
     """
-    store = open_store(data_dir)
+    store = open_store(data_dir, writing=True)
     try:
-        report = store.reindex(wait_seconds=wait_seconds)
+        with byte_progress(store.log_bytes, "reindex") as advance:
+            report = store.reindex(wait_seconds=wait_seconds, on_bytes=advance)
     finally:
         store.close()
     click.echo(f"indexed {report.events} events in {report.sessions} sessions in {report.seconds:.2f}s")
@@ -126,9 +160,13 @@ def seal(data_dir: Path, session_ids: tuple[str, ...]) -> None:
 
     A later `eventsvc audit` checks that the sealed prefix is unchanged.
     """
-    store = open_store(data_dir)
+    store = open_store(data_dir, writing=True)
     try:
-        for session_id in session_ids or store.session_ids():
+        known = set(store.session_ids())
+        unknown = [session_id for session_id in session_ids if session_id not in known]
+        if unknown:
+            fail(f"no such session in {data_dir}: {', '.join(map(repr, unknown))} (nothing sealed)")
+        for session_id in session_ids or sorted(known):
             sealed = store.seal_active(session_id)
             if sealed is None:
                 click.echo(f"{session_id}: nothing to seal")
@@ -236,6 +274,8 @@ def audit_command(paths: tuple[Path, ...], data_dir: Path, output_format: str, s
 
     plan = plan_audit(list(paths) or [data_dir])
     stdout = click.get_text_stream("stdout")
+    if hasattr(stdout, "reconfigure"):
+        stdout.reconfigure(errors="backslashreplace")  # a name that is not UTF-8 is escaped, never a crash
     separator = ""
     if output_format == "json":
         stdout.write('{"findings": [')
@@ -248,8 +288,9 @@ def audit_command(paths: tuple[Path, ...], data_dir: Path, output_format: str, s
         else:
             stdout.write(f"{finding}\n")
 
-    with _segment_progress(lambda: plan.segment_count, "audit") as advance:
-        summary = run_audit(plan, check_index=check_index, on_finding=report, on_segment=advance)
+    with byte_progress(lambda: plan.byte_count, "audit", enabled=output_format == "text") as advance:
+        summary = run_audit(plan, check_index=check_index, on_finding=report, on_bytes=advance,
+                            max_line=max_line())
     failed = summary.count(ERROR) > 0 or (strict and summary.count(WARNING) > 0)
     exit_code = EXIT_FINDINGS if failed else EXIT_CLEAN
     if output_format == "json":
@@ -258,8 +299,8 @@ def audit_command(paths: tuple[Path, ...], data_dir: Path, output_format: str, s
     else:
         stdout.write(f"{'' if not summary.findings else chr(10)}audited {summary.sessions} sessions, "
                      f"{summary.segments} segments, {summary.events} events, {summary.runs} runs, "
-                     f"{summary.bytes} bytes: {summary.count(ERROR)} errors, {summary.count(WARNING)} warnings, "
-                     f"{summary.count(INFO)} information\n")
+                     f"{summary.bytes} bytes, {summary.unexpected} unexpected entries: {summary.count(ERROR)} errors, "
+                     f"{summary.count(WARNING)} warnings, {summary.count(INFO)} information\n")
         for code, count in sorted(summary.findings.items()):
             stdout.write(f"  {code:<26} {count:>8}  {CODES[code][0]}\n")
     stdout.flush()
@@ -270,13 +311,15 @@ def audit_command(paths: tuple[Path, ...], data_dir: Path, output_format: str, s
 
 
 @contextlib.contextmanager
-def _segment_progress(count: Callable[[], int], label: str) -> Iterator[Callable[[Path], None]]:
-    """A per-segment progress bar on stderr when it is a terminal; otherwise a callback that does nothing."""
-    if not sys.stderr.isatty():
-        yield lambda path: None
+def byte_progress(total: Callable[[], int], label: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A progress bar counted in bytes read, on stderr, only when stderr is a terminal (and ``enabled``:
+    never beside --format json); otherwise a callback that does nothing. ``total`` is asked only then."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda count: None
         return
-    with click.progressbar(length=count(), label=label, file=sys.stderr) as bar:
-        yield lambda path: bar.update(1)
+    with click.progressbar(length=max(total(), 1), label=f"{label} (bytes)", file=sys.stderr, show_pos=True,
+                           show_percent=True) as bar:
+        yield bar.update
 
 
 @main.command("export")
@@ -295,14 +338,21 @@ def export_command(data_dir: Path, session_id: str, run_id: str | None, since_se
                    output_format: str, output: Path | None) -> None:
     """Export one session's events in seq order, from the segments alone (no index, no server).
 
-    An incomplete last line (a write in flight, or torn by a crash) is left out.
+    An incomplete last line (a write in flight, or torn by a crash) is left out. An unknown
+    session or run exits 2; a --type that is not a known event type is warned about on stderr.
     """
     from .export import WRITERS, session_events, session_segments
+    from .types import EVENT_TYPES
 
+    for name in types:
+        if name not in EVENT_TYPES:
+            warn(f"--type {name!r} is not a known event type: no event will match it")
     write = WRITERS[output_format]
-    with _segment_progress(lambda: len(session_segments(data_dir, session_id)), "export") as advance:
+    paths = session_segments(data_dir, session_id)  # an unknown session fails here, before any output
+    runs_seen: set[str] = set()
+    with byte_progress(lambda: sum(map(segment_size, paths)), "export") as advance:
         events = session_events(data_dir, session_id, run_id=run_id, since_seq=since_seq, types=types,
-                                on_segment=advance)
+                                on_bytes=advance, runs_seen=runs_seen, max_line=max_line())
         if output is None:
             stdout = click.get_binary_stream("stdout")
             try:
@@ -312,14 +362,17 @@ def export_command(data_dir: Path, session_id: str, run_id: str | None, since_se
                 # The reader stopped early (`| head`): nothing to report, and nothing left to flush.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
                 sys.exit(EXIT_ERROR)
-            return
-        partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-        try:
-            with open(partial, "wb") as file:
-                write(events, file)
-            os.replace(partial, output)
-        finally:
-            partial.unlink(missing_ok=True)
+        else:
+            partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+            try:
+                with open(partial, "wb") as file:
+                    write(events, file)
+                if run_id is None or run_id in runs_seen:
+                    os.replace(partial, output)
+            finally:
+                partial.unlink(missing_ok=True)
+    if run_id is not None and run_id not in runs_seen:
+        fail(f"run {run_id!r} not found in session {session_id!r}: nothing exported")
 
 
 @main.command("stats")
@@ -329,27 +382,33 @@ def export_command(data_dir: Path, session_id: str, run_id: str | None, since_se
 def stats_command(data_dir: Path, output_format: str) -> None:
     """Count sessions, segments, events, runs and bytes, list the 10 largest sessions and the
     events of each type, from the segments alone (no index, no server)."""
-    from .stats import collect, segment_count
+    from .stats import collect, log_bytes
 
-    with _segment_progress(lambda: segment_count(data_dir), "stats") as advance:
-        report = collect(data_dir, on_segment=advance)
+    with byte_progress(lambda: log_bytes(data_dir), "stats", enabled=output_format == "text") as advance:
+        report = collect(data_dir, on_bytes=advance, max_line=max_line())
+    for reason in report.skipped:
+        warn(f"not read: {reason}")
+    exit_code = EXIT_FINDINGS if report.skipped else EXIT_CLEAN
     if output_format == "json":
         echo_json(report.as_document())
-        return
+        sys.exit(exit_code)
     totals = [("sessions", report.sessions), ("segments", report.segments), ("events", report.events),
-              ("runs", report.runs), ("bytes", report.bytes), ("unreadable lines", report.unreadable_lines)]
+              ("runs", report.runs), ("bytes", report.bytes), ("unreadable lines", report.unreadable_lines),
+              ("skipped entries", len(report.skipped))]
     for name, value in totals:
         click.echo(f"{name:<17}{value}")
     for ranking, sessions in (("events", report.largest_by_events), ("bytes", report.largest_by_bytes)):
         click.echo(f"\nlargest sessions by {ranking}:")
-        width = max((len(s.session_id) for s in sessions), default=0)
+        width = max((len(s.session_id) for s in sessions), default=0)  # ids: the id rule's ASCII only
         for s in sessions:
             click.echo(f"  {s.session_id:<{width}}  {s.events} events  {s.bytes} bytes  "
                        f"{s.segments} segments  {s.runs} runs")
     click.echo("\nevent types:")
-    width = max(map(len, report.event_types), default=0)
+    names = {name: printable(name) for name in report.event_types}  # a type read from the folder may be anything
+    width = max(map(len, names.values()), default=0)
     for name, count in report.event_types.items():
-        click.echo(f"  {name:<{width}}  {count}")
+        click.echo(f"  {names[name]:<{width}}  {count}")
+    sys.exit(exit_code)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -99,7 +99,6 @@ def test_jsonl_export_equals_the_http_read_of_the_session(data_dir, appended):
     (("--type", "run_created", "--type", "run_completed"), lambda e: e["type"] in ("run_created", "run_completed")),
     (("--run", "r2", "--type", "tool_result", "--since-seq", "30"),
      lambda e: e["run_id"] == "r2" and e["type"] == "tool_result" and e["seq"] > 30),
-    (("--run", "no-such-run"), lambda e: False),
 ])
 def test_filters_select_exactly_the_matching_events(data_dir, appended, args, keep):
     expected = [event for event in appended["s1"] if keep(event)]

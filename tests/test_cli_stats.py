@@ -117,4 +117,4 @@ def test_an_empty_data_folder_has_zero_of_everything(tmp_path):
     (tmp_path / "data" / "segments").mkdir(parents=True)
     stats = stats_json(tmp_path / "data")
     assert stats == {"sessions": 0, "segments": 0, "events": 0, "runs": 0, "bytes": 0, "unreadable_lines": 0,
-                     "largest_by_events": [], "largest_by_bytes": [], "event_types": {}}
+                     "largest_by_events": [], "largest_by_bytes": [], "event_types": {}, "skipped": []}

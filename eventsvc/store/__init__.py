@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,13 +23,13 @@ from ..config import is_database_url
 from ..errors import RunNotFound, SessionNotFound, StorageError, ValidationFailed
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
-from . import appends, listings, reads, seals, segments
+from . import appends, listings, reads, seals, segments, untrusted
 from .drafts import Draft, details_for_single, prepare
-from .index import (DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState, is_corruption,
-                    storage_error)
+from .index import (BUSY_TIMEOUT_MS, DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState,
+                    is_corruption, schema_problem, storage_error)
 from .listings import SummaryPage
 from .locks import LOCKS_DIR, Locks
-from .recovery import Unindexable, catch_up, is_consistent
+from .recovery import Unindexable, UnsafeFiles, catch_up, is_consistent
 from .totals import StoreTotals, TotalsReader
 from .type_filter import FilteredPage
 from .watch import AppendWatcher
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+RECOVERY_MIN_LINE_BYTES = 8 * 1024 * 1024
 
 
 def _translated(method: Callable[..., T]) -> Callable[..., T]:
@@ -98,16 +100,26 @@ class EventStore:
                  event_types: EventTypeSet = EVENT_TYPES, io: segments.SegmentIO | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.segments_dir = self.data_dir / segments.SEGMENTS_DIR
+        for folder in (self.segments_dir, self.data_dir / LOCKS_DIR):
+            try:  # a folder from elsewhere: its own folders are never followed out of it
+                untrusted.check_directory(folder)
+            except untrusted.NotRegular as exc:
+                raise StorageError(f"{exc.filename} is {exc.what}, not a folder: this data folder is refused") from None
         self.segments_dir.mkdir(parents=True, exist_ok=True)
         self._segments_root = str(self.segments_dir)  # the hot path joins strings, not Paths
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self.max_event_bytes = max_event_bytes
+        # The longest line recovery holds: with room above the limit, since a lower limit set later
+        # must not make lines stored under a higher one unreadable, but bounded whatever a received
+        # log holds (a longer line stops the repair: the session needs an operator).
+        self._max_line = max(max_event_bytes, RECOVERY_MIN_LINE_BYTES)
         self.event_types = event_types
         self.io = io or segments.SegmentIO()
         self._schema = EventInputSchema(event_types=event_types)
         self._locks = Locks(self.data_dir / LOCKS_DIR)
         self.damaged: dict[str, str] = {}
+        self.unreadable: dict[str, str] = {}  # session -> why its folder is never read (a link, not a folder)
         self._opened: Index | None = None
         self._opening = threading.Lock()
         self._totals = TotalsReader(self._segments_root)
@@ -154,7 +166,7 @@ class EventStore:
                 log.error("index %s is unusable (%s); moving it aside and rebuilding from the log", path, exc)
                 for suffix in ("", "-wal", "-shm"):
                     old = path.with_name(path.name + suffix)
-                    if old.exists():
+                    if os.path.lexists(old):  # a link is moved aside itself, its target never touched
                         old.rename(old.with_name(f"{old.name}.corrupt-{stamp}"))
                 return Index(path, write_lock=self._locks.index_writer)
 
@@ -162,7 +174,11 @@ class EventStore:
         """Catch every session's index up with its log (cheap: two stats per clean session)."""
         states = {state.session_id: state for state in self._index.session_states()}
         for entry in os.scandir(self.segments_dir):
-            if entry.is_dir() and is_valid_id(entry.name):
+            if entry.is_symlink() and is_valid_id(entry.name):
+                # A folder received from elsewhere: its link is never followed, its session never served.
+                self.unreadable[entry.name] = "the session folder is a symbolic link"
+                log.error("session %s is not served: its folder is a symbolic link", entry.name)
+            elif entry.is_dir(follow_symlinks=False) and is_valid_id(entry.name):
                 if not is_consistent(states.get(entry.name), entry.path):
                     try:
                         self._repair(entry.name)
@@ -183,13 +199,16 @@ class EventStore:
             self.damaged.pop(session_id, None)  # an operator may have mended the log meanwhile
             return state, False
         try:
-            state = catch_up(self._index, self.segments_dir / session_id, session_id)
+            state = catch_up(self._index, self.segments_dir / session_id, session_id, max_line=self._max_line)
         except Unindexable as exc:
             self.damaged[session_id] = exc.message
+            if isinstance(exc, UnsafeFiles):
+                self.unreadable[session_id] = exc.message
             log.error("session %s needs an operator: %s", session_id, exc.message)
             raise StorageError(f"session {session_id!r} has a log line that cannot be indexed; "
                                "run `eventsvc audit` on it", {"reason": exc.message}) from None
         self.damaged.pop(session_id, None)
+        self.unreadable.pop(session_id, None)
         return state, True
 
     def close(self) -> None:
@@ -198,20 +217,28 @@ class EventStore:
             self._opened.close()
         self._locks.close()
 
+    def log_bytes(self) -> int:
+        """The size of every segment of every session: what a reindex reads (for progress)."""
+        return sum(segments.file_size(self.segments_dir / session_id / segments.segment_name(base))
+                   for session_id in self.session_ids()
+                   for base in segments.list_bases(self.segments_dir / session_id))
+
     def session_ids(self) -> list[str]:
         """Every session with a folder in the log, sorted."""
         return sorted(entry.name for entry in os.scandir(self.segments_dir)
-                      if entry.is_dir() and is_valid_id(entry.name))
+                      if entry.is_dir(follow_symlinks=False) and is_valid_id(entry.name))
 
     # -- operations --------------------------------------------------------------------------
 
     @_translated
-    def reindex(self, *, wait_seconds: float = 10.0) -> ReindexReport:
+    def reindex(self, *, wait_seconds: float = 10.0, on_bytes: Callable[[int], None] | None = None) -> ReindexReport:
         """Rebuild the index from the segments into a new file, then swap its rows in atomically.
 
         The swap is one SQLite transaction on the live index, so a crash at any point leaves the
         old index whole, and readers in other processes see the old or the new, never a mix.
         Appends wait while it runs; raises StoreBusy if the store lock is not free in time.
+        The live index was checked when opened: its schema is the store's, so the swap runs no
+        trigger or view a received index may have held. ``on_bytes`` hears progress in bytes read.
         """
         started = time.monotonic()
         with self._locks.store(exclusive=True, wait=False, patience=wait_seconds):
@@ -221,18 +248,22 @@ class EventStore:
             # A scratch file, removed above if a crash left one, and read only once it is complete.
             fresh.db.execute_sql("PRAGMA synchronous = OFF")
             damaged: dict[str, str] = {}
+            unreadable: dict[str, str] = {}
             try:
                 for session_id in _in_write_order(self.segments_dir, self.session_ids()):
                     try:
-                        catch_up(fresh, self.segments_dir / session_id, session_id)
+                        catch_up(fresh, self.segments_dir / session_id, session_id,
+                                 max_line=self._max_line, on_bytes=on_bytes)
                     except Unindexable as exc:
                         damaged[session_id] = exc.message
+                        if isinstance(exc, UnsafeFiles):
+                            unreadable[session_id] = exc.message
                 events, sessions = fresh.counts()
             finally:
                 fresh.close()
             self._index.replace_from(fresh_path)
             _remove_database(fresh_path)
-            self.damaged = damaged
+            self.damaged, self.unreadable = damaged, unreadable
         return ReindexReport(events, sessions, time.monotonic() - started, damaged)
 
     @_translated
@@ -279,6 +310,8 @@ class EventStore:
         event_ids = [draft.event_id for draft in drafts]
         run_ids = {draft.run_id for draft in drafts if draft.run_id is not None}
         index = self._index  # opened before the store lock: opening may need the store to itself
+        if self.unreadable and session_id in self.unreadable:
+            raise StorageError(f"session {session_id!r} cannot be read", {"reason": self.unreadable[session_id]})
         with self._locks.store(exclusive=False), self._locks.session(session_id):
             known = index.before_append(session_id, event_ids, run_ids)
             state, repaired = self._repaired(session_id, known.state)
@@ -368,6 +401,9 @@ class EventStore:
             return self._filtered(session_id, page)
         locations = self._index.page(session_id, run_id, since_seq=since_seq, limit=limit + 1)
         if not locations and self._index.session_state(session_id) is None:
+            reason = self.unreadable.get(session_id) or self.damaged.get(session_id)
+            if reason:  # a session the log holds but this store cannot read: unavailable, not absent
+                raise StorageError(f"session {session_id!r} cannot be read", {"reason": reason})
             raise SessionNotFound(f"session {session_id!r} not found")
         return self._page(session_id, locations, since_seq, limit)
 
@@ -524,10 +560,28 @@ class EventStore:
         return [json.loads(line) for line in self._read_lines(session_id, locations)]
 
     def _read_lines(self, session_id: str, locations: list[Location]) -> list[bytes]:
+        if self.unreadable and session_id in self.unreadable:
+            raise StorageError(f"session {session_id!r} cannot be read", {"reason": self.unreadable[session_id]})
         return reads.read_lines(os.path.join(self._segments_root, session_id), locations)
 
 
 def _checked_index(path: Path, locks: Locks) -> Index:
+    """Open the index once its files are regular and its schema is the store's (or a part of it,
+    as a store still creating it leaves it); raises a corruption error otherwise, so it is moved
+    aside and rebuilt: a trigger or view in a received index never runs."""
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            untrusted.check_regular(path.with_name(path.name + suffix))
+        except untrusted.NotRegular as exc:
+            raise sqlite3.DatabaseError(f"file is not a database: {exc.filename} is {exc.what}") from None
+    if untrusted.lkind(path) is not None:
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            problem = schema_problem(connection, exact=False)
+        finally:
+            connection.close()
+        if problem:
+            raise sqlite3.DatabaseError(problem)
     index = Index(path, write_lock=locks.index_writer)
     try:
         index.db.execute_sql("SELECT count(*) FROM session LIMIT 1").fetchone()

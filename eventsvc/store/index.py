@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+import functools
 import json
 import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import peewee as pw
@@ -28,7 +30,7 @@ BUSY_TIMEOUT_MS = 30_000
 
 DRIVER_ERRORS = (pw.DatabaseError, sqlite3.DatabaseError)
 FULL_BELOW_BYTES = 256 * 1024
-_CORRUPTION = ("file is not a database", "malformed", "index schema version")
+_CORRUPTION = ("file is not a database", "malformed", "index schema version", "index schema differs")
 
 
 def is_corruption(exc: BaseException) -> bool:
@@ -124,6 +126,9 @@ def open_database(path: Path) -> pw.SqliteDatabase:
             "busy_timeout": BUSY_TIMEOUT_MS,
             "cache_size": -4_000,  # per connection, and gthread workers hold one per thread
             "foreign_keys": 0,
+            # The index may have come with a folder from elsewhere: functions with side effects are
+            # never run from its schema (its triggers and views are refused outright, see check_schema).
+            "trusted_schema": 0,
         },
         lock_type="IMMEDIATE",
         timeout=BUSY_TIMEOUT_MS / 1000,
@@ -219,6 +224,51 @@ def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], ...]:
             without_rowid = True
 
     return Event, Run, Session, PendingBatch
+
+
+SchemaRow = tuple[str, str, str, "str | None"]  # sqlite_master's type, name, tbl_name, sql
+
+
+def schema_rows(connection: sqlite3.Connection) -> dict[str, SchemaRow]:
+    """Every object of a database's schema by name (tables, indexes, triggers, views)."""
+    return {row[1]: tuple(row) for row in  # type: ignore[misc]
+            connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")}
+
+
+@functools.cache
+def expected_schema() -> dict[str, SchemaRow]:
+    """The schema ``Index`` creates, read back from a fresh index in a scratch folder: whatever
+    tables the store adds, this is the one reference, never SQL text written twice."""
+    with tempfile.TemporaryDirectory(prefix="eventsvc-schema-") as folder:
+        path = Path(folder) / INDEX_FILE
+        Index(path).close()
+        connection = sqlite3.connect(path)
+        try:
+            return schema_rows(connection)
+        finally:
+            connection.close()
+
+
+def schema_problem(connection: sqlite3.Connection, *, exact: bool) -> str | None:
+    """Why the database on ``connection`` is not (``exact``) or not part of (not ``exact``) the
+    store's own index schema; None when it is. Reads only sqlite_master and user_version, with
+    ``trusted_schema`` off, so nothing the file holds runs. A part of the schema is what a store
+    that is still creating its index leaves: the rest is created with IF NOT EXISTS.
+    """
+    connection.execute("PRAGMA trusted_schema = OFF")
+    found, expected = schema_rows(connection), expected_schema()
+    foreign = sorted(name for name, row in found.items() if expected.get(name) != row)
+    if foreign:
+        shown = ", ".join(f"{found[name][0]} {name!r}" for name in foreign[:5])
+        return f"index schema differs from the store's: {shown}{' and more' if len(foreign) > 5 else ''}"
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if exact and (found.keys() != expected.keys() or version != SCHEMA_VERSION):
+        missing = sorted(expected.keys() - found.keys())
+        return (f"index schema differs from the store's: {', '.join(map(repr, missing[:5]))} missing"
+                if missing else f"index schema version {version} is not {SCHEMA_VERSION}")
+    if version not in (0, SCHEMA_VERSION):
+        return f"index schema version {version} is not {SCHEMA_VERSION}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -14,25 +14,29 @@ index expects. It reads only past the checkpoint, so its cost does not grow with
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import StorageError
 from ..schemas import ENVELOPE_KEYS, is_valid_id
-from . import segments
-from .index import Index, SessionState
+from . import segments, untrusted
+from .index import INDEX_FILE, Index, SessionState
+from .locks import LOCKS_DIR
 
 log = logging.getLogger(__name__)
 _FLUSH_ROWS = 20_000
 _KEYS = frozenset(ENVELOPE_KEYS)
-_decode = json.JSONDecoder().decode  # json.loads(bytes) sniffs the encoding and builds a decoder each call
 
 
 class Unindexable(StorageError):
     """A complete line past the checkpoint that the index cannot take; the session needs an operator."""
+
+
+class UnsafeFiles(Unindexable):
+    """A session folder holding a link or special file where its log should be: never read at all."""
 
 
 @dataclass
@@ -56,8 +60,53 @@ def is_consistent(state: SessionState | None, session_dir: str | Path) -> bool:
     return following == state.segment or not os.path.exists(os.path.join(directory, segments.segment_name(following)))
 
 
-def catch_up(index: Index, session_dir: Path, session_id: str) -> SessionState | None:
-    """Index what the log holds past the checkpoint; returns the new checkpoint. Caller holds the lock."""
+def check_session_files(session_dir: Path) -> None:
+    """Raise UnsafeFiles when the session folder, or any entry in it, is a link or special file (the
+    store keeps only regular files there): recovery never follows, opens, cuts or deletes one (the
+    log may have come from elsewhere)."""
+    try:
+        untrusted.check_directory(session_dir)
+        for name in os.listdir(session_dir):
+            untrusted.check_regular(session_dir / name)
+    except untrusted.NotRegular as exc:
+        raise UnsafeFiles(f"{exc.filename}: {exc.strerror}") from None
+
+
+def check_data_folder(data_dir: Path) -> None:
+    """Raise UnsafeFiles naming a link or special file where the store keeps its own files or
+    folders (segments/, session folders and their files, the index and its companions, lock files).
+
+    The tools that write (reindex, seal) call it first and refuse such a folder as a whole.
+    """
+    try:
+        untrusted.check_directory(data_dir / segments.SEGMENTS_DIR)
+        for name in (INDEX_FILE, INDEX_FILE + ".new"):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                untrusted.check_regular(data_dir / (name + suffix))
+        locks = data_dir / LOCKS_DIR
+        if untrusted.lkind(locks) == "a directory":
+            for name in os.listdir(locks):
+                untrusted.check_regular(locks / name)
+        else:
+            untrusted.check_regular(locks)
+        root = data_dir / segments.SEGMENTS_DIR
+        for entry in os.scandir(root):
+            if entry.is_symlink():
+                raise untrusted.NotRegular(entry.path, "a symbolic link", "a session folder")
+    except untrusted.NotRegular as exc:
+        raise UnsafeFiles(f"{exc.filename}: {exc.strerror}") from None
+    for entry in os.scandir(root):
+        if entry.is_dir(follow_symlinks=False):
+            check_session_files(Path(entry.path))
+
+
+def catch_up(index: Index, session_dir: Path, session_id: str, *, max_line: int = untrusted.DEFAULT_MAX_LINE,
+             on_bytes: Callable[[int], None] | None = None) -> SessionState | None:
+    """Index what the log holds past the checkpoint; returns the new checkpoint. Caller holds the lock.
+
+    ``on_bytes`` hears how many bytes of the log were read, now and then (for progress).
+    """
+    check_session_files(session_dir)
     state = index.session_state(session_id)
     if state is not None:
         size = segments.file_size(session_dir / segments.segment_name(state.segment))
@@ -82,7 +131,8 @@ def catch_up(index: Index, session_dir: Path, session_id: str) -> SessionState |
                 if segment != next_seq:
                     raise Unindexable(f"{path}: segment name says seq {segment}, the log is at seq {next_seq}")
                 offset = 0
-            for line_offset, line, complete in segments.scan(path, offset):
+            read_from = offset
+            for line_offset, line, complete in segments.scan(path, offset, max_line=max_line):
                 if not complete:
                     aside = segments.cut_tail(path, line_offset)
                     log.warning("cut a torn last line off %s at byte %d; kept in %s", path, line_offset, aside)
@@ -91,21 +141,31 @@ def catch_up(index: Index, session_dir: Path, session_id: str) -> SessionState |
                 next_seq += 1
                 if len(pending.rows) >= _FLUSH_ROWS:
                     _flush(index, pending)
+                    if on_bytes is not None:
+                        on_bytes(line_offset - read_from)
+                        read_from = line_offset
+            if on_bytes is not None:
+                on_bytes(segments.file_size(path) - read_from)
     finally:
         _flush(index, pending)
     return pending.state
 
 
 def _take(pending: _Pending, session_id: str, path: Path, segment: int,
-          offset: int, line: bytes, seq: int) -> None:
+          offset: int, line: bytes | None, seq: int) -> None:
     # A rebuild runs this once per line: the cheap checks first, the message only when raising.
+    if line is None:
+        raise Unindexable(f"{path}:{offset}: a line longer than the largest event the service accepts")
     try:
-        event = _decode(line.decode("utf-8"))
-    except ValueError:
-        raise Unindexable(f"{path}:{offset}: not valid JSON") from None
+        event = untrusted.decode(line)
+    except ValueError as exc:
+        raise Unindexable(f"{path}:{offset}: not valid JSON ({exc})") from None
     if type(event) is not dict or event.keys() != _KEYS:
         raise Unindexable(f"{path}:{offset}: not an envelope with exactly the keys {', '.join(ENVELOPE_KEYS)}")
-    if event["session_id"] != session_id or event["seq"] != seq or not is_valid_id(event["event_id"]):
+    if type(event["type"]) is not str or type(event["timestamp"]) is not str:
+        raise Unindexable(f"{path}:{offset}: type and timestamp must be strings")
+    if (event["session_id"] != session_id or type(event["seq"]) is not int or event["seq"] != seq
+            or not is_valid_id(event["event_id"])):
         raise Unindexable(f"{path}:{offset}: expected session {session_id!r} seq {seq}, found "
                           f"session {event['session_id']!r} seq {event['seq']!r}")
     run_id, event_id = event["run_id"], event["event_id"]
@@ -114,7 +174,7 @@ def _take(pending: _Pending, session_id: str, path: Path, segment: int,
     if event_id in pending.event_ids:
         raise Unindexable(f"{path}:{offset}: event_id {event_id!r} is already stored in this session")
     pending.event_ids.add(event_id)
-    pending.rows.append((session_id, seq, run_id, str(event["type"]), event_id, str(event["timestamp"]),
+    pending.rows.append((session_id, seq, run_id, event["type"], event_id, event["timestamp"],
                          segment, offset, len(line) + 1))
 
 

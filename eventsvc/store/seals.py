@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import segments
+from . import segments, untrusted
 
 SEAL_SUFFIX = ".seal.json"
 _CHUNK = 1 << 20
@@ -25,7 +25,7 @@ def seal_path(session_dir: Path, base: int) -> Path:
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with untrusted.open_binary(path) as file:
         for chunk in iter(lambda: file.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -40,37 +40,60 @@ def previous_seal_digest(session_dir: Path, base: int) -> str | None:
     return file_sha256(seal_path(session_dir, earlier[-1])) if earlier else None
 
 
-def measure(path: Path, length: int) -> dict[str, Any]:
-    """SHA-256, line count and first/last seq of the first ``length`` bytes of a segment."""
+def measure(path: Path, length: int, *, max_line: int = untrusted.DEFAULT_MAX_LINE) -> dict[str, Any]:
+    """SHA-256, line count and first/last seq of the first ``length`` bytes of a segment.
+
+    Raises ValueError when those bytes do not end at a line's end or hold a line longer than
+    ``max_line``; untrusted.NotRegular for a link or special file. Memory stays within a chunk
+    and one line.
+    """
     digest = hashlib.sha256()
     events = 0
-    first_line = last_line = b""
+    first_line: bytes | None = None
+    last_line = b""
+    current = b""  # the bytes of the line being read so far
     remaining = length
-    carry = b""
-    with open(path, "rb") as file:
+    with untrusted.open_binary(path) as file:
         while remaining > 0:
             chunk = file.read(min(_CHUNK, remaining))
             if not chunk:
                 raise ValueError(f"{path} is shorter than {length} bytes")
             remaining -= len(chunk)
             digest.update(chunk)
-            events += chunk.count(b"\n")
-            carry += chunk
-            lines = carry.split(b"\n")
-            if not first_line and len(lines) > 1:
-                first_line = lines[0]
-            if len(lines) > 1:
-                last_line = lines[-2]
-            carry = lines[-1]
-    if carry:
+            newlines = chunk.count(b"\n")
+            if not newlines:
+                current += chunk
+            else:
+                events += newlines
+                first_end, last_end = chunk.find(b"\n"), chunk.rfind(b"\n")
+                completed = current + chunk[:first_end]
+                if first_line is None:
+                    first_line = completed
+                last_line = completed if newlines == 1 else chunk[chunk.rfind(b"\n", 0, last_end) + 1:last_end]
+                current = chunk[last_end + 1:]
+            if len(current) > max_line or len(last_line) > max_line:
+                raise ValueError(f"{path} holds a line longer than {max_line} bytes")
+    if current:
         raise ValueError(f"{path}: the first {length} bytes do not end at a line boundary")
     return {
         "bytes": length,
         "events": events,
-        "first_seq": json.loads(first_line)["seq"] if first_line else None,
-        "last_seq": json.loads(last_line)["seq"] if last_line else None,
+        "first_seq": _seq(first_line) if first_line else None,
+        "last_seq": _seq(last_line) if last_line else None,
         "sha256": digest.hexdigest(),
     }
+
+
+def _seq(line: bytes) -> Any:
+    try:
+        return untrusted.decode(line)["seq"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise ValueError("a sealed line that is not a stored envelope") from None
+
+
+def seal_text(seal: dict[str, Any]) -> str:
+    """A seal file's exact text: the audit holds every seal to it byte for byte."""
+    return json.dumps(seal, indent=2) + "\n"
 
 
 def write_seal(session_dir: Path, base: int, length: int) -> dict[str, Any]:
@@ -80,9 +103,11 @@ def write_seal(session_dir: Path, base: int, length: int) -> dict[str, Any]:
             "prev": previous_seal_digest(session_dir, base)}
     target = seal_path(session_dir, base)
     temporary = target.with_name(target.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(seal, file, indent=2)
-        file.write("\n")
+    if os.path.lexists(temporary):
+        os.unlink(temporary)  # a crash's leftover; unlink removes a link itself, never its target
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(seal_text(seal))
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, target)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from . import untrusted
 
 SEGMENTS_DIR = "segments"
 SEGMENT_SUFFIX = ".jsonl"
 TORN_SUFFIX = ".torn-"
-_SCAN_CHUNK = 1 << 20
+MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a name past it can never be indexed
 
 
 def segment_name(base: int) -> str:
@@ -22,9 +24,16 @@ def segment_name(base: int) -> str:
 
 
 def parse_base(name: str) -> int | None:
-    """The base seq of a segment file name, or None for any other file."""
+    """The base seq of a segment file name, or None for any other file.
+
+    Strict: 20 ASCII digits (``str.isdigit`` alone also takes other scripts' digits) naming a seq
+    from 1 to MAX_SEQ.
+    """
     stem = name[: -len(SEGMENT_SUFFIX)] if name.endswith(SEGMENT_SUFFIX) else ""
-    return int(stem) if len(stem) == 20 and stem.isdigit() else None
+    if len(stem) != 20 or not stem.isascii() or not stem.isdigit():
+        return None
+    base = int(stem)
+    return base if 1 <= base <= MAX_SEQ else None
 
 
 def list_bases(session_dir: Path) -> list[int]:
@@ -36,9 +45,9 @@ def list_bases(session_dir: Path) -> list[int]:
 
 
 def file_size(path: str | Path) -> int:
-    """Size in bytes; a missing file counts as empty."""
+    """Size in bytes of the entry itself (a link is not followed); a missing file counts as empty."""
     try:
-        return os.stat(path).st_size
+        return os.lstat(path).st_size
     except FileNotFoundError:
         return 0
 
@@ -75,9 +84,9 @@ def append_at(path: str | Path, offset: int, data: bytes, *, fsync: bool, io: Se
     dropped the dirty pages, so the write is treated as lost and cut back.
     """
     try:
-        fd, created = os.open(path, os.O_WRONLY | os.O_CLOEXEC), False
+        fd, created = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW), False
     except FileNotFoundError:
-        fd, created = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), True
+        fd, created = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644), True
     try:
         if os.fstat(fd).st_size != offset:
             raise TailMoved(f"{path} is not {offset} bytes long")
@@ -109,7 +118,7 @@ def _cut_back(fd: int, offset: int) -> None:
 
 
 def truncate(path: str | Path, offset: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = untrusted.open_regular(path, os.O_WRONLY)
     try:
         os.ftruncate(fd, offset)
         os.fsync(fd)
@@ -137,7 +146,8 @@ def read_lines(path: str | Path, offsets: list[int], lengths: list[int]) -> list
     """
     first, end = offsets[0], offsets[-1] + lengths[-1]
     wanted = sum(lengths)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    # Never follow a link, never block on a FIFO: a special file fails the pread instead (EIO, ESPIPE).
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         # One pread of the whole stretch beats a pread per line up to about eight times the bytes.
         if end - first == wanted or end - first <= max(wanted * 8, 512 * 1024):
@@ -160,48 +170,40 @@ def read_lines(path: str | Path, offsets: list[int], lengths: list[int]) -> list
     return [piece[:-1] for piece in pieces]
 
 
-def scan(path: Path, start: int = 0) -> Iterator[tuple[int, bytes, bool]]:
-    """Stream ``(offset, line, complete)`` from ``start``; only a last line can be incomplete."""
-    with open(path, "rb", buffering=0) as file:
-        file.seek(start)
-        offset = start
-        pending = b""
-        while True:
-            chunk = file.read(_SCAN_CHUNK)
-            if not chunk:
-                break
-            pending += chunk
-            cursor = 0
-            while True:
-                newline = pending.find(b"\n", cursor)
-                if newline < 0:
-                    break
-                yield offset, pending[cursor:newline], True
-                offset += newline + 1 - cursor
-                cursor = newline + 1
-            pending = pending[cursor:]
-        if pending:
-            yield offset, pending, False
+def scan(path: Path, start: int = 0, *, max_line: int = untrusted.DEFAULT_MAX_LINE,
+         on_chunk: Callable[[bytes], None] | None = None) -> Iterator[tuple[int, bytes | None, bool]]:
+    """Stream ``(offset, line, complete)`` from ``start``; only a last line can be incomplete.
+
+    ``line`` is None for a line longer than ``max_line`` (read past in chunks, never held);
+    ``on_chunk`` sees each chunk read (for progress). Raises untrusted.NotRegular when ``path``
+    is a link or special file.
+    """
+    with untrusted.open_binary(path) as file:
+        for offset, line, _, complete in untrusted.bounded_lines(file, max_line=max_line, start=start,
+                                                                 on_chunk=on_chunk):
+            yield offset, line, complete
 
 
 def cut_tail(path: Path, offset: int) -> Path:
     """Move the bytes from ``offset`` to the end into ``<segment>.torn-<offset>``; returns that file.
 
     A later tear at the same offset gets ``.torn-<offset>.2`` and so on: nothing cut is ever
-    overwritten. The copy is durable before the segment is cut, so the bytes are never lost.
+    overwritten (nor followed: a link in the way counts as taken). The copy is durable before
+    the segment is cut, so the bytes are never lost; it is copied a chunk at a time.
     """
     aside = path.with_name(f"{path.name}{TORN_SUFFIX}{offset}")
     attempt = 1
-    while aside.exists():
+    while os.path.lexists(aside):
         attempt += 1
         aside = path.with_name(f"{path.name}{TORN_SUFFIX}{offset}.{attempt}")
-    with open(path, "rb") as source:
+    with untrusted.open_binary(path) as source:
         source.seek(offset)
-        tail = source.read()
-    with open(aside, "xb") as target:
-        target.write(tail)
-        target.flush()
-        os.fsync(target.fileno())
+        target_fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(target_fd, "wb") as target:
+            while chunk := source.read(untrusted.CHUNK):
+                target.write(chunk)
+            target.flush()
+            os.fsync(target.fileno())
     truncate(path, offset)
     fsync_dir(path.parent)
     return aside

@@ -92,6 +92,8 @@ def main() -> int:
     import bench_json
     import bench_memory
     import bench_query
+    import bench_postgres
+    import bench_postgres_scale
     import bench_recovery
     import bench_summaries
     import bench_ui
@@ -115,6 +117,8 @@ def main() -> int:
     rows += guarded("figure 9: batching emitters", bench_clients.main)
     rows += guarded("strict JSON reads (issue 11, item 9)", bench_json.main)
     rows += guarded("figure 9: console session page", bench_ui.main)
+    rows += guarded("figure 10: the PostgreSQL backend", bench_postgres.main)
+    rows += guarded("figure 10: the PostgreSQL backend at scale and over HTTP", bench_postgres_scale.main)
     rows.sort(key=lambda row: row.figure.split()[0])
     ours_seconds = time.monotonic() - started
     others = other_scripts()

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from .store import EventStore
+    from .store.base import Store
 
 __all__ = ["EventEmitter", "EventStore", "create_app", "run_scope"]
 
@@ -34,9 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from flask import Flask
 
     from . import config as settings
-    from .store import EventStore
     from .tokens import tokens_from_config
-    from .types import build_registry
 
     app = Flask(__name__)
     app.config.update(settings.load(config))
@@ -46,14 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False
     # "/api/sessions/x%2F/events" must be a 404, not a redirect that appends to session "x".
     app.url_map.merge_slashes = False
-    app.extensions["eventsvc.store"] = EventStore(
-        app.config["DATA_DIR"],
-        fsync=app.config["FSYNC"] == "always",
-        segment_bytes=app.config["SEGMENT_BYTES"],
-        max_event_bytes=app.config["MAX_EVENT_BYTES"],
-        event_types=build_registry(app.config["EXTRA_EVENT_TYPES"]),
-        io=_timed_io() if app.config["METRICS"] else None,
-    )
+    app.extensions["eventsvc.store"] = _open_store(app.config)
     if app.config["FSYNC"] == "never":
         log.warning("EVENTSVC_FSYNC=never: acknowledged events can be lost if the machine crashes")
     tokens = tokens_from_config(app.config)  # ValueError: a token setting that yields no token
@@ -64,6 +56,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register(app, tokens)
     init_console(app, tokens)
     return app
+
+
+def _open_store(config: Mapping[str, Any]) -> Store:
+    """EVENTSVC_DATABASE_URL set: PostgreSQL; unset: the files backend in DATA_DIR."""
+    from .store import EventStore
+    from .types import build_registry
+
+    event_types = build_registry(config["EXTRA_EVENT_TYPES"])
+    if config["DATABASE_URL"]:
+        from .store.postgres import PostgresStore
+
+        return PostgresStore(config["DATABASE_URL"], pool_size=config["DB_POOL_SIZE"],
+                             connect_timeout=config["DB_CONNECT_TIMEOUT"],
+                             statement_timeout=config["DB_STATEMENT_TIMEOUT"],
+                             max_event_bytes=config["MAX_EVENT_BYTES"], event_types=event_types)
+    return EventStore(config["DATA_DIR"], fsync=config["FSYNC"] == "always", segment_bytes=config["SEGMENT_BYTES"],
+                      max_event_bytes=config["MAX_EVENT_BYTES"], event_types=event_types,
+                      io=_timed_io() if config["METRICS"] else None)
 
 
 def _configure_logging(level: str) -> None:

@@ -482,5 +482,68 @@ def tail(session_id: str | None, run_id: str | None, url: str, since_seq: int, p
         client.close()
 
 
+@main.command("copy")
+@click.argument("source", metavar="SRC")
+@click.argument("target", metavar="DST")
+@one_line_errors
+def copy_command(source: str, target: str) -> None:
+    """Copy every session from SRC to DST (each a data folder or a postgresql:// URL), then verify.
+
+    Resumable and idempotent: run it again after an interruption and it skips what DST holds
+    already (by event_id). Each event keeps its seq, event_id, timestamp and payload, so the
+    stored lines are byte-identical. Exit 1 if verification finds a session that differs.
+    EVENTSVC_EXTRA_EVENT_TYPES must name the same extra types the source was written with.
+    """
+    from .config import is_database_url
+    from .ops.copy import copy_store
+    from .store import open_store
+
+    if not is_database_url(source) and not (Path(source) / "segments").is_dir():
+        fail(f"{source} is neither a postgresql:// URL nor an eventsvc data folder (no segments/ inside)")
+    # The source accepted these events once: the target takes them whatever its own size limit.
+    unlimited = {"max_event_bytes": 1 << 40}
+    from_store = open_store(source, **unlimited)
+    try:
+        to_store = open_store(target, **unlimited)
+        try:
+            report = copy_store(from_store, to_store, on_session=lambda copied: click.echo(
+                f"{copied.session_id}: {copied.events} events, {copied.created} copied now"
+                + (f"; MISMATCH: {copied.problem}" if copied.problem else ""), err=bool(copied.problem)))
+        finally:
+            to_store.close()
+    finally:
+        from_store.close()
+    click.echo(f"{len(report.sessions)} sessions, {report.events} events, {report.created} copied now; "
+               + (f"{len(report.problems)} sessions differ" if report.problems else "verified: every session "
+                  "has the same events, last seq and count in both stores"))
+    sys.exit(EXIT_FINDINGS if report.problems else EXIT_CLEAN)
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+@main.group("db")
+def db() -> None:
+    """Prepare a PostgreSQL database for EVENTSVC_DATABASE_URL."""
+
+
+@db.command("upgrade")
+@click.argument("url", metavar="URL")
+@one_line_errors
+def db_upgrade(url: str) -> None:
+    """Create the eventsvc schema in the database at URL, or migrate it to this version (safe to repeat)."""
+    from .config import is_database_url
+
+    if not is_database_url(url):
+        fail("URL must start with postgresql:// (or postgres://)")
+    from .store.postgres import upgrade, where
+
+    before, after = upgrade(url)
+    if before == after:
+        click.echo(f"{where(url)}: schema version {after}, already current")
+    else:
+        click.echo(f"{where(url)}: schema version {before or 'none'} -> {after}")
+
+
 if __name__ == "__main__":
     main()

@@ -63,6 +63,18 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _database_url(value: str) -> str:
+    url = value.strip()
+    if url and not is_database_url(url):
+        raise ValueError("must be a postgresql:// (or postgres://) URL, or empty for the files backend")
+    return url
+
+
+def is_database_url(target: object) -> bool:
+    """Whether a store target names a PostgreSQL database rather than a data folder."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -105,6 +117,12 @@ SETTINGS = (
             "'text': human-readable gunicorn logs; 'json': one JSON object per line (access and error logs)"),
     Setting("METRICS", True, _flag, "0: no Prometheus metrics (GET /metrics answers 404) and no per-request counting"),
     Setting("UI", True, _flag, "0: no web console; /ui/ is then 404"),
+    Setting("DATABASE_URL", "", _database_url,
+            "postgresql://... : store events in PostgreSQL instead of DATA_DIR (prepare it with `eventsvc db upgrade`)"),
+    Setting("DB_POOL_SIZE", 10, _positive_int, "PostgreSQL connections per worker process, at most"),
+    Setting("DB_CONNECT_TIMEOUT", 5.0, _positive_float,
+            "seconds to connect to PostgreSQL or wait for a pooled connection before answering 503"),
+    Setting("DB_STATEMENT_TIMEOUT", 30.0, _positive_float, "seconds one PostgreSQL statement may run"),
 )
 
 

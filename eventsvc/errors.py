@@ -66,6 +66,10 @@ class StorageFull(StorageError):
     code = "insufficient_storage"
 
 
+class SchemaMismatch(StorageError):
+    """The database holds no eventsvc schema, or another version of it (``eventsvc db upgrade`` fixes older)."""
+
+
 class StoreBusy(EventSvcError):
     """Another process holds a lock this operation needs (for example a running reindex)."""
 

@@ -11,12 +11,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import RunNotFound, SessionNotFound
-from .store import EventStore, Page
+from .errors import RunNotFound, SessionNotFound, StorageError
+from .store.base import Page, Store
 from .types import RUN_TERMINAL_TYPES
 
 HISTORY_PAGE = 500
 _RUN_APPEAR_POLL = 0.1
+_STORAGE_RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class End:
     last_seq: int
 
 
-def resolve(store: EventStore, *, session_id: str | None, run_id: str | None, wait: float) -> str:
+def resolve(store: Store, *, session_id: str | None, run_id: str | None, wait: float) -> str:
     """The session to read (the run's, for a run); waits up to ``wait`` seconds for it to appear.
 
     Raises SessionNotFound or RunNotFound when it does not appear in time.
@@ -59,7 +60,7 @@ def resolve(store: EventStore, *, session_id: str | None, run_id: str | None, wa
     return session_id
 
 
-def long_poll(store: EventStore, session_id: str, *, run_id: str | None, since_seq: int, limit: int,
+def long_poll(store: Store, session_id: str, *, run_id: str | None, since_seq: int, limit: int,
               wait: float, types: list[str] | None = None) -> Page:
     """A page after ``since_seq``; if empty, waits up to ``wait`` seconds for one to exist.
 
@@ -79,9 +80,31 @@ def long_poll(store: EventStore, session_id: str, *, run_id: str | None, since_s
     return page
 
 
-def subscribe(store: EventStore, session_id: str, *, run_id: str | None, since_seq: int,
+def subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: int,
               until_seq: int | None, keepalive: float,
               types: list[str] | None = None) -> Iterator[Delivery | KeepAlive | End]:
+    """``_subscribe``, kept open while the store is away (PostgreSQL restarting, a failing disk).
+
+    Keepalives flow meanwhile; once the store answers, reading goes on from the last seq
+    delivered, so an outage neither skips nor repeats an event.
+    """
+    cursor = since_seq
+    while True:
+        try:
+            for item in _subscribe(store, session_id, run_id=run_id, since_seq=cursor, until_seq=until_seq,
+                                   keepalive=keepalive, types=types):
+                if isinstance(item, Delivery):
+                    cursor = item.seq
+                yield item
+            return
+        except StorageError:
+            yield KeepAlive()
+            time.sleep(min(keepalive, _STORAGE_RETRY))
+
+
+def _subscribe(store: Store, session_id: str, *, run_id: str | None, since_seq: int,
+               until_seq: int | None, keepalive: float,
+               types: list[str] | None = None) -> Iterator[Delivery | KeepAlive | End]:
     """History after ``since_seq``, then each new event as it is appended (only of ``types``, if given).
 
     A run's subscription ends after the run's terminal event (whether or not the filter lets
@@ -137,7 +160,7 @@ def subscribe(store: EventStore, session_id: str, *, run_id: str | None, since_s
         store.wait_for_events(session_id, max(known_last, cursor), keepalive - quiet_for)
 
 
-def _run_ended_before(store: EventStore, session_id: str, run_id: str, cursor: int) -> bool:
+def _run_ended_before(store: Store, session_id: str, run_id: str, cursor: int) -> bool:
     """Whether the run's terminal event is at or before ``cursor`` (a resume after the end)."""
     terminal = store.run_terminal_seq(session_id, run_id)
     return terminal is not None and terminal <= cursor

@@ -7,15 +7,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from hypothesis import strategies as st
 
 from eventsvc import EventStore, create_app
+from eventsvc.store import open_store
+from eventsvc.store.base import Store
 from eventsvc.store.index import INDEX_FILE
 from eventsvc.store.locks import LOCK_FILES, LOCKS_DIR
 from eventsvc.store.segments import SEGMENTS_DIR
@@ -41,6 +44,22 @@ def store(data_dir: Path) -> Iterator[EventStore]:
     event_store = EventStore(data_dir)
     yield event_store
     event_store.close()
+
+
+@pytest.fixture
+def mixed_session(store: EventStore) -> EventStore:
+    """s1: a legacy event, two runs interleaved, legacy events carrying and lacking a run_id."""
+    for event in [
+        {"type": "user_message", "payload": {"text": "hi"}},           # 1
+        {"type": "run_started", "run_id": "r1"},                        # 2
+        {"type": "run_started", "run_id": "r2"},                        # 3
+        {"type": "tool_call", "run_id": "r1", "payload": {"n": 1}},     # 4
+        {"type": "assistant_message", "payload": {"text": "ok"}},       # 5
+        {"type": "verify_pass", "run_id": "r2"},                        # 6
+        {"type": "run_completed", "run_id": "r1"},                      # 7
+    ]:
+        store.append("s1", event)
+    return store
 
 
 @pytest.fixture
@@ -129,3 +148,89 @@ def serve(tmp_path: Path) -> Iterator:
     yield _serve
     for server in started:
         server.stop()
+
+
+# -- PostgreSQL (see tests/postgres_db.py) ------------------------------------------------------
+
+
+_NO_POSTGRES = pytest.StashKey[str]()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Without a PostgreSQL server, the tests that need one (and only they) skip; CI fails them instead."""
+    from postgres_db import REQUIRED, needs_postgres, unreachable_reason
+
+    needing = [item for item in items if needs_postgres(item)]
+    reason = unreachable_reason() if needing and not REQUIRED else None
+    for item in needing if reason else []:
+        item.stash[_NO_POSTGRES] = reason
+
+
+def pytest_runtest_setup(item) -> None:
+    reason = item.stash.get(_NO_POSTGRES, None)
+    if reason:
+        pytest.skip(reason)  # one call site: pytest's summary folds every such skip into one line
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str | None]:
+    """This module's own database with the current schema (None: no server); dropped after its last test."""
+    from postgres_db import drop_database, try_create_database
+
+    url = try_create_database()
+    yield url
+    if url is not None:
+        drop_database(url)
+
+
+@pytest.fixture
+def pg_url(pg_database: str | None) -> str:
+    """The module's database, emptied for this test."""
+    from postgres_db import empty, skip_unreachable
+
+    if pg_database is None:
+        skip_unreachable()
+    empty(pg_database)
+    return pg_database
+
+
+# -- every backend (the Store contract) -----------------------------------------------------------
+
+
+class Backend:
+    """Opens stores on one backend's storage and snapshots everything it holds."""
+
+    def __init__(self, name: str, target: str, state: Callable[[], Any]) -> None:
+        self.name = name
+        self.target = target
+        self._state = state
+        self.opened: list[Store] = []
+
+    def open(self, **options: Any) -> Store:
+        opened = open_store(self.target, **options)
+        self.opened.append(opened)
+        return opened
+
+    def state(self) -> Any:
+        return self._state()
+
+
+def files_state(data_dir: Path) -> dict[str, bytes]:
+    root = data_dir / "segments"
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(params=["files", "postgres"])
+def backend(request, tmp_path: Path) -> Iterator[Backend]:
+    """Each backend in turn, on empty storage of its own; every store it opened is closed afterwards."""
+    if request.param == "files":
+        data_dir = tmp_path / "data"
+        chosen = Backend("files", str(data_dir), lambda: files_state(data_dir))
+    else:
+        from postgres_db import rows
+
+        url = request.getfixturevalue("pg_url")
+        chosen = Backend("postgres", url, lambda: rows(url))
+    yield chosen
+    for opened in chosen.opened:
+        opened.close()

@@ -125,3 +125,19 @@ def test_console_reads_through_the_store_only(forbidden):
 @pytest.mark.parametrize(("module",), [("timeline.py",), ("present.py",), ("data.py",)])
 def test_console_logic_is_free_of_flask(module):
     assert reaches(imports_of(PACKAGE / "ui" / module), "flask") == []
+
+
+@pytest.mark.parametrize(("forbidden",), [("flask",), ("werkzeug",), ("click",), ("eventsvc.api",),
+                                          ("eventsvc.store.segments",), ("eventsvc.store.index",)])
+def test_ops_use_stores_through_their_interface_never_the_web(forbidden):
+    files = python_files(PACKAGE / "ops")
+    assert files
+    offenders = {module_name(path): reaches(imports_of(path), forbidden) for path in files}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize(("folder",), [("api",), ("ops",)])
+def test_only_the_store_knows_postgres(folder):
+    offenders = {module_name(path): reaches(imports_of(path), "psycopg") + reaches(imports_of(path), "psycopg_pool")
+                 for path in python_files(PACKAGE / folder)}
+    assert {name: found for name, found in offenders.items() if found} == {}

@@ -17,6 +17,12 @@ from eventsvc.summaries import RunSummary, SessionSummary, fold
 TS = "2026-12-01T10:00:%02dZ"
 
 
+@pytest.fixture
+def store(backend):
+    """The store tests here run on every backend (see test_contract.py)."""
+    return backend.open()
+
+
 def run_events(types: list[str], run_id: str = "r1", start: int = 0) -> list[dict]:
     return [{"type": t, "run_id": run_id, "timestamp": TS % n} for n, t in enumerate(types, start)]
 

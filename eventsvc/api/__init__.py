@@ -8,11 +8,11 @@ from flask import Flask, current_app, request
 from ..config import stream_limit
 from ..errors import NotFound
 from ..schemas import ID_CHARACTERS, is_valid_id
-from ..store import EventStore
+from ..store.base import Store
 from ..tokens import TokenTable
 
 
-def store() -> EventStore:
+def store() -> Store:
     return current_app.extensions["eventsvc.store"]
 
 

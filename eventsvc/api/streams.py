@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, request
 
 from ..errors import NotFound
 from ..live import Delivery, End, KeepAlive, resolve, subscribe
-from ..store import EventStore
+from ..store.base import Store
 from . import store
 from .slots import Held, slots
 from .wire import stream_query
@@ -46,7 +46,7 @@ def _stream(*, session_id: str | None, run_id: str | None) -> Response:
     return response
 
 
-def _frames(event_store: EventStore, session_id: str | None, requested_session: str | None,
+def _frames(event_store: Store, session_id: str | None, requested_session: str | None,
             run_id: str | None, query: dict, keepalive: float) -> Iterator[bytes]:
     yield b"retry: %d\n\n" % RETRY_MS
     while session_id is None:

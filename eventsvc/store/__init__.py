@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 
+from ..config import is_database_url
 from ..errors import RunNotFound, SessionNotFound, StorageError, ValidationFailed
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
@@ -32,6 +33,9 @@ from .recovery import Unindexable, UnsafeFiles, catch_up, is_consistent
 from .totals import StoreTotals, TotalsReader
 from .type_filter import FilteredPage
 from .watch import AppendWatcher
+
+if TYPE_CHECKING:
+    from .base import Store
 
 log = logging.getLogger(__name__)
 
@@ -606,4 +610,18 @@ def _remove_database(path: Path) -> None:
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
-__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport", "StoreTotals", "SummaryPage"]
+__all__ = ["AppendResult", "EventStore", "Page", "ReindexReport", "StoreTotals", "SummaryPage", "open_store"]
+
+
+def open_store(target: str | os.PathLike[str], **options: Any) -> Store:
+    """The store at ``target``: a ``postgresql://`` URL opens PostgresStore, anything else a data folder.
+
+    ``options`` go to the backend's constructor (``fsync``, ``segment_bytes`` for files;
+    ``pool_size``, ``connect_timeout``, ``statement_timeout`` for PostgreSQL; ``max_event_bytes``
+    and ``event_types`` for both).
+    """
+    if is_database_url(target):
+        from .postgres import PostgresStore  # psycopg is needed only by those who use it
+
+        return PostgresStore(str(target), **options)
+    return EventStore(target, **options)

@@ -1,0 +1,120 @@
+"""Connections to PostgreSQL: the bounded pool, the session settings, and driver errors translated.
+
+Every connection runs with ``synchronous_commit = on`` (acknowledged means committed and
+flushed) and a statement timeout; connecting and waiting for a pooled connection are bounded
+by the connect timeout, so an unreachable server is a prompt 503, never a hung request.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from ...errors import StorageError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Options:
+    pool_size: int = 10
+    connect_timeout: float = 5.0
+    statement_timeout: float = 30.0
+
+
+def where(url: str) -> str:
+    """A database named for messages: host, port and name, never the password."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(an unparsable database URL)"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def connection_kwargs(options: Options) -> dict[str, Any]:
+    return {
+        "connect_timeout": max(1, round(options.connect_timeout)),
+        "application_name": "eventsvc",
+        "options": (f"-c synchronous_commit=on -c statement_timeout={int(options.statement_timeout * 1000)}"
+                    " -c idle_in_transaction_session_timeout=60000"),
+    }
+
+
+def connect(url: str, options: Options, *, autocommit: bool = False, say_why: bool = False) -> psycopg.Connection:
+    """One connection outside the pool (the listener, upgrades, tools); ``say_why`` puts the driver's reason
+    in the error's message (for an operator's command, not for an HTTP client)."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, **connection_kwargs(options))
+    except psycopg.Error as exc:
+        if say_why:
+            reason = str(exc).strip().splitlines()[-1]
+            raise StorageError(f"the database {where(url)} is unavailable: {reason}") from None
+        raise unreachable(url, exc) from None
+
+
+def open_pool(url: str, options: Options) -> ConnectionPool:
+    """A bounded pool that fills in the background: opening never waits for the server."""
+    # Autocommit: a read is one statement and one round trip; appends open their own transaction.
+    return ConnectionPool(url, min_size=1, max_size=options.pool_size,
+                          kwargs={**connection_kwargs(options), "autocommit": True},
+                          timeout=options.connect_timeout, open=True, name="eventsvc",
+                          reconnect_timeout=24 * 3600.0)
+
+
+def unreachable(url: str, exc: Exception) -> StorageError:
+    log.warning("PostgreSQL at %s: %s", where(url), exc)
+    return StorageError(f"the database {where(url)} is unavailable; retry shortly")
+
+
+class Pooled:
+    """Runs a unit of work on a pooled connection, retrying while the failure was a dead connection.
+
+    After PostgreSQL restarts, every idle pooled connection is dead; each attempt that meets
+    one throws it away, so service resumes without an error once the server is back. A
+    retried append is safe: its event ids were fixed before the first attempt, so a commit
+    whose answer was lost comes back as an idempotent re-send.
+    """
+
+    def __init__(self, url: str, options: Options) -> None:
+        self.url = url
+        self.options = options
+        self.pool = open_pool(url, options)
+
+    def run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        attempts = self.options.pool_size + 1
+        for attempt in range(attempts):
+            try:
+                with self._connection() as conn:
+                    return work(conn)
+            except _Dead as dead:
+                if attempt + 1 == attempts:
+                    raise unreachable(self.url, dead.cause) from None
+            except psycopg.Error as exc:
+                raise unreachable(self.url, exc) from None
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        with self.pool.connection() as conn:
+            try:
+                yield conn
+            except psycopg.OperationalError as exc:
+                if conn.broken:
+                    raise _Dead(exc) from None
+                raise
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class _Dead(Exception):
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause

@@ -36,12 +36,8 @@ def run_events(run_id: str):
     if not query["wait"]:
         page = event_store.read_run_page(run_id, since_seq=query["since_seq"], limit=query["limit"], types=types)
     else:
-        slot = slots()
-        slot.take()  # a long-poll holds a thread like a stream: 503 too_many_streams past the cap
-        try:
+        with slots().held():  # a long-poll holds a thread like a stream: 503 too_many_streams past the cap
             session_id = resolve(event_store, session_id=None, run_id=run_id, wait=query["wait"])
             page = long_poll(event_store, session_id, run_id=run_id, since_seq=query["since_seq"],
                              limit=query["limit"], wait=query["wait"], types=types)
-        finally:
-            slot.give_back()
     return page_response(page, query["since_seq"], run_id=run_id)

@@ -42,14 +42,10 @@ def session_events(session_id: str):
     if not query["wait"]:
         page = event_store.read_page(session_id, since_seq=query["since_seq"], limit=query["limit"], types=types)
         return page_response(page, query["since_seq"])
-    slot = slots()
-    slot.take()  # a long-poll holds a thread like a stream: 503 too_many_streams past the cap
-    try:
+    with slots().held():  # a long-poll holds a thread like a stream: 503 too_many_streams past the cap
         resolve(event_store, session_id=session_id, run_id=None, wait=query["wait"])
         page = long_poll(event_store, session_id, run_id=None, since_seq=query["since_seq"],
                          limit=query["limit"], wait=query["wait"], types=types)
-    finally:
-        slot.give_back()
     return page_response(page, query["since_seq"])
 
 

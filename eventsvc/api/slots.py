@@ -10,6 +10,7 @@ worker with room while this one is at its cap.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 
 from flask import Flask, current_app
@@ -42,6 +43,15 @@ class StreamSlots:
             self.in_use += 1
             if self.on_change is not None and self.in_use == self.limit:
                 self.on_change()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """A slot for the length of a block (a long-poll): TooManyStreams if none is free."""
+        self.take()
+        try:
+            yield
+        finally:
+            self.give_back()
 
     def give_back(self) -> None:
         with self._lock:

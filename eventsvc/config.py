@@ -102,7 +102,7 @@ SETTINGS = (
     Setting("ALLOW_ANONYMOUS", False, _flag, "1: serve an open API on a non-loopback address anyway"),
     Setting("BIND", "127.0.0.1:8000", str, "gunicorn's listening address (make run)"),
     Setting("WORKERS", 2, _positive_int, "gunicorn worker processes (make run)"),
-    Setting("THREADS", 128, _positive_int,
+    Setting("THREADS", 256, _positive_int,
             "threads per gunicorn worker (make run): each open event stream holds one"),
     Setting("MAX_STREAMS", 0, _count,
             "open event streams and long-polls per worker (0: THREADS less a reserve of THREADS/16 for short "

@@ -1,4 +1,4 @@
-"""Slow and many clients cannot take the service down (a real ``make run`` server: 2 workers x 128 threads).
+"""Slow and many clients cannot take the service down (a real ``make run`` server: 2 workers x 256 threads).
 
 - 300 connections that send a request line and one header, then wait, hold no thread: a
   well-behaved client's /healthz and appends still answer within 1 s, and the slow ones are
@@ -159,7 +159,7 @@ def test_head_requests_on_stream_routes_give_their_slots_back(make_run_server):
     server = make_run_server
     requests.post(f"{server.url}/api/sessions/watched/events", json={"type": "status"}, timeout=10).raise_for_status()
     with requests.Session() as http:
-        for _ in range(260):  # more than both workers' caps together (2 x 120)
+        for _ in range(500):  # more than both workers' caps together (2 x 240)
             assert http.head(f"{server.url}/api/sessions/watched/events/stream", timeout=10).status_code == 200
     with requests.get(f"{server.url}/api/sessions/watched/events/stream", params={"until_seq": 1},
                       stream=True, timeout=10) as stream:

@@ -24,7 +24,7 @@ from ..errors import RunNotFound, SessionNotFound, StorageError, ValidationFaile
 from ..schemas import EventInputSchema, ID_RULE, is_valid_id
 from ..types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from . import appends, listings, reads, seals, segments, untrusted
-from .drafts import Draft, details_for_single, prepare
+from .drafts import AppendShortcuts, Draft, prepare
 from .index import (BUSY_TIMEOUT_MS, DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState,
                     is_corruption, schema_problem, storage_error)
 from .listings import SummaryPage
@@ -89,7 +89,7 @@ class AppendResult:
     lines: list[bytes | None] = field(default_factory=list)
 
 
-class EventStore:
+class EventStore(AppendShortcuts):
     """A durable, append-only event log per session with a rebuildable SQLite index.
 
     Safe to share between threads, and between processes that open the same ``data_dir``.
@@ -279,26 +279,6 @@ class EventStore:
             return seals.write_seal(self.segments_dir / session_id, state.segment, state.end_offset)
 
     # -- appends -----------------------------------------------------------------------------
-
-    def append(self, session_id: str, event: dict[str, Any], *, default_source: str = "api") -> dict[str, Any]:
-        """Append one event; returns the stored envelope (the stored one for an idempotent re-send).
-
-        Raises ValidationFailed, EventTooLarge, SeqConflict, EventIdConflict, RunSessionConflict or
-        StorageError; in every case nothing is written.
-        """
-        return self.append_one(session_id, event, default_source=default_source).events[0]
-
-    def append_one(self, session_id: str, event: dict[str, Any], *, default_source: str = "api") -> AppendResult:
-        """``append`` that also says whether the event was new; field errors are not keyed by index."""
-        try:
-            return self.append_batch(session_id, [event], default_source=default_source)
-        except ValidationFailed as exc:
-            raise details_for_single(exc) from None
-
-    def append_many(self, session_id: str, events: Sequence[dict[str, Any]], *,
-                    default_source: str = "api") -> list[dict[str, Any]]:
-        """Append a batch atomically (all or none); returns the stored envelopes in input order."""
-        return self.append_batch(session_id, events, default_source=default_source).events
 
     @_translated
     def append_batch(self, session_id: str, events: Sequence[dict[str, Any]], *,

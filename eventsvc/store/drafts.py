@@ -136,3 +136,32 @@ def details_for_single(error: ValidationFailed) -> ValidationFailed:
     if isinstance(details, dict) and set(details) == {0}:
         return ValidationFailed(error.message, details[0])
     return error
+
+
+class AppendShortcuts:
+    """The one-event and list forms of an append, derived from a backend's ``append_batch`` (one
+    definition for every backend, so they cannot drift apart)."""
+
+    def append_batch(self, session_id: str, events: Sequence[dict[str, Any]], *,
+                     default_source: str = "api") -> Any:
+        raise NotImplementedError
+
+    def append(self, session_id: str, event: dict[str, Any], *, default_source: str = "api") -> dict[str, Any]:
+        """Append one event; returns the stored envelope (the stored one for an idempotent re-send).
+
+        Raises ValidationFailed, EventTooLarge, SeqConflict, EventIdConflict, RunSessionConflict or
+        StorageError; in every case nothing is written.
+        """
+        return self.append_one(session_id, event, default_source=default_source).events[0]
+
+    def append_one(self, session_id: str, event: dict[str, Any], *, default_source: str = "api") -> Any:
+        """``append`` that also says whether the event was new; field errors are not keyed by index."""
+        try:
+            return self.append_batch(session_id, [event], default_source=default_source)
+        except ValidationFailed as exc:
+            raise details_for_single(exc) from None
+
+    def append_many(self, session_id: str, events: Sequence[dict[str, Any]], *,
+                    default_source: str = "api") -> list[dict[str, Any]]:
+        """Append a batch atomically (all or none); returns the stored envelopes in input order."""
+        return self.append_batch(session_id, events, default_source=default_source).events

@@ -17,7 +17,7 @@ from ...errors import RunNotFound, SchemaMismatch, SessionNotFound, StorageError
 from ...schemas import EventInputSchema, is_valid_id
 from ...types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from .. import AppendResult, Page, listings, reads
-from ..drafts import details_for_single, prepare
+from ..drafts import AppendShortcuts, prepare
 from ..listings import SummaryPage
 from . import pages
 from . import schema
@@ -31,7 +31,7 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 T = TypeVar("T")
 
 
-class PostgresStore:
+class PostgresStore(AppendShortcuts):
     """The Store protocol on a PostgreSQL database prepared by ``eventsvc db upgrade URL``.
 
     Safe to share between threads; any number of processes and hosts may open the same
@@ -75,19 +75,6 @@ class PostgresStore:
         self._pooled.close()
 
     # -- appends ---------------------------------------------------------------------------------
-
-    def append(self, session_id: str, event: dict[str, Any], *, default_source: str = "api") -> dict[str, Any]:
-        return self.append_one(session_id, event, default_source=default_source).events[0]
-
-    def append_one(self, session_id: str, event: dict[str, Any], *, default_source: str = "api") -> AppendResult:
-        try:
-            return self.append_batch(session_id, [event], default_source=default_source)
-        except ValidationFailed as exc:
-            raise details_for_single(exc) from None
-
-    def append_many(self, session_id: str, events: Sequence[dict[str, Any]], *,
-                    default_source: str = "api") -> list[dict[str, Any]]:
-        return self.append_batch(session_id, events, default_source=default_source).events
 
     def append_batch(self, session_id: str, events: Sequence[dict[str, Any]], *,
                      default_source: str = "api") -> AppendResult:

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
+from .config import is_database_url
 from .errors import EventSvcError
 from .printable import printable
 
@@ -28,6 +29,55 @@ def data_dir_option(command: Callable) -> Callable:
         "--data-dir", type=click.Path(file_okay=False, path_type=Path),
         default=lambda: os.environ.get("EVENTSVC_DATA_DIR", "./data"), show_default="$EVENTSVC_DATA_DIR or ./data",
         help="The data folder (segments/, index.sqlite3).")(command)
+
+
+def store_options(command: Callable) -> Callable:
+    """``--data-dir`` or ``--database``: the commands that read either backend."""
+    command = click.option(
+        "--database", metavar="URL", default=None,
+        help="A PostgreSQL store (postgresql://...). Default: $EVENTSVC_DATABASE_URL, when --data-dir is not "
+             "given (the store the server would use).")(command)
+    return click.option(
+        "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="The data folder (segments/, index.sqlite3). Default: $EVENTSVC_DATA_DIR or ./data, unless "
+             "--database is given or $EVENTSVC_DATABASE_URL is set.")(command)
+
+
+def store_target(data_dir: Path | None, database: str | None) -> Path | str:
+    """The store a command reads: the data folder or the URL given, else the one the server would use
+    (EVENTSVC_DATABASE_URL when set, else EVENTSVC_DATA_DIR or ./data). Both given: exit 2."""
+    if data_dir is not None and database is not None:
+        fail("give --data-dir or --database, not both")
+    if data_dir is not None:
+        return data_dir
+    if database is None:
+        database = os.environ.get("EVENTSVC_DATABASE_URL", "").strip() or None
+        if database is None:
+            default = Path(os.environ.get("EVENTSVC_DATA_DIR") or "./data")
+            if not (default / "segments").is_dir():
+                fail(f"no store given: pass --data-dir DIR or --database URL (or set EVENTSVC_DATA_DIR or "
+                     f"EVENTSVC_DATABASE_URL); {default} is not an eventsvc data folder (no segments/ inside)")
+            return default
+        if not is_database_url(database):
+            fail("EVENTSVC_DATABASE_URL must be a postgresql:// (or postgres://) URL")
+    elif not is_database_url(database):
+        fail("--database must be a postgresql:// (or postgres://) URL")
+    return database
+
+
+def open_database(url: str):
+    """The PostgresStore at ``url``; an unreachable server or a database without the schema is one line, exit 2."""
+    from .store import open_store as open_any
+    from .store.postgres.connect import Options, connect
+
+    # The store's pool would only say "unavailable; retry shortly": one direct attempt says why.
+    connect(url, Options(pool_size=1), say_why=True).close()
+    return open_any(url, pool_size=2)
+
+
+def open_target(target: Path | str):
+    """The store of a data folder (see ``open_store``) or of a PostgreSQL URL (see ``open_database``)."""
+    return open_database(target) if isinstance(target, str) else open_store(target)
 
 
 def format_option(command: Callable) -> Callable:
@@ -204,13 +254,14 @@ def _limit_option(command: Callable) -> Callable:
 
 
 @main.command("sessions")
-@data_dir_option
+@store_options
 @format_option
 @_limit_option
 @one_line_errors
-def sessions_command(data_dir: Path, output_format: str, limit: int | None) -> None:
-    """List sessions with their summaries, most recently appended-to first (from the index; no server)."""
-    store = open_store(data_dir)
+def sessions_command(data_dir: Path | None, database: str | None, output_format: str, limit: int | None) -> None:
+    """List sessions with their summaries, most recently appended-to first (from the index or the
+    database's session rows; no server)."""
+    store = open_target(store_target(data_dir, database))
     try:
         sessions = _all_pages(lambda cursor: store.list_sessions(1000, cursor), limit)
     finally:
@@ -224,7 +275,7 @@ def sessions_command(data_dir: Path, output_format: str, limit: int | None) -> N
 
 
 @main.command("runs")
-@data_dir_option
+@store_options
 @format_option
 @_limit_option
 @click.option("--status", "statuses", multiple=True, metavar="STATUS",
@@ -232,11 +283,12 @@ def sessions_command(data_dir: Path, output_format: str, limit: int | None) -> N
                    "completed, failed, cancelled, unknown.")
 @click.option("--session", "session_id", metavar="S", help="Only this session's runs.")
 @one_line_errors
-def runs_command(data_dir: Path, output_format: str, limit: int | None, statuses: tuple[str, ...],
-                 session_id: str | None) -> None:
-    """List runs with their status and summaries, most recently appended-to first (from the index; no server)."""
+def runs_command(data_dir: Path | None, database: str | None, output_format: str, limit: int | None,
+                 statuses: tuple[str, ...], session_id: str | None) -> None:
+    """List runs with their status and summaries, most recently appended-to first (from the index or the
+    database's run rows; no server)."""
     wanted = [name for given in statuses for name in given.split(",")] if statuses else None
-    store = open_store(data_dir)
+    store = open_target(store_target(data_dir, database))
     try:
         runs = _all_pages(lambda cursor: store.list_runs(session_id=session_id, statuses=wanted, limit=1000,
                                                          cursor=cursor), limit)
@@ -255,24 +307,30 @@ def runs_command(data_dir: Path, output_format: str, limit: int | None, statuses
 
 @main.command("audit")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path), metavar="[PATH]...")
-@data_dir_option
+@store_options
 @format_option
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on errors.")
 @click.option("--index", "check_index", is_flag=True,
-              help="Also compare index.sqlite3 (opened read-only) with the logs.")
+              help="Also compare index.sqlite3 (opened read-only) with the logs. (With --database, the run and "
+                   "session rows are always compared with the events.)")
 @one_line_errors
-def audit_command(paths: tuple[Path, ...], data_dir: Path, output_format: str, strict: bool,
-                  check_index: bool) -> None:
-    """Check that logs are whole and untampered, from the files alone (no index, no server).
+def audit_command(paths: tuple[Path, ...], data_dir: Path | None, database: str | None, output_format: str,
+                  strict: bool, check_index: bool) -> None:
+    """Check that logs are whole and untampered, from the files alone (no index, no server), or
+    the rows of a PostgreSQL store with --database (in SQL and one streamed pass).
 
     PATH is a data folder, one session's folder, or .jsonl segment files (default: the data
-    folder). Prints `path:line: CODE: message` for each finding (line 0: the whole file), then
-    a summary. Exit 0 when clean (warnings and information allowed), 1 on errors (or warnings
-    with --strict), 2 on a usage or I/O error.
+    folder). Prints `path:line: CODE: message` for each finding (line 0: the whole file; for a
+    database, the path names the rows and the line is the seq), then a summary. Exit 0 when
+    clean (warnings and information allowed), 1 on errors (or warnings with --strict), 2 on a
+    usage or I/O error.
     """
     from .ops.audit import ERROR, INFO, WARNING, CODES, plan_audit, run_audit
 
-    plan = plan_audit(list(paths) or [data_dir])
+    if paths and database is not None:
+        fail("give PATHs or --database, not both")
+    target = store_target(data_dir, database) if not paths else None
+    plan = plan_audit(list(paths) or [target]) if not isinstance(target, str) else None
     stdout = click.get_text_stream("stdout")
     if hasattr(stdout, "reconfigure"):
         stdout.reconfigure(errors="backslashreplace")  # a name that is not UTF-8 is escaped, never a crash
@@ -288,9 +346,14 @@ def audit_command(paths: tuple[Path, ...], data_dir: Path, output_format: str, s
         else:
             stdout.write(f"{finding}\n")
 
-    with byte_progress(lambda: plan.byte_count, "audit", enabled=output_format == "text") as advance:
-        summary = run_audit(plan, check_index=check_index, on_finding=report, on_bytes=advance,
-                            max_line=max_line())
+    if plan is None:
+        from .ops.audit_database import audit_database
+
+        summary = audit_database(target, on_finding=report)
+    else:
+        with byte_progress(lambda: plan.byte_count, "audit", enabled=output_format == "text") as advance:
+            summary = run_audit(plan, check_index=check_index, on_finding=report, on_bytes=advance,
+                                max_line=max_line())
     failed = summary.count(ERROR) > 0 or (strict and summary.count(WARNING) > 0)
     exit_code = EXIT_FINDINGS if failed else EXIT_CLEAN
     if output_format == "json":
@@ -323,7 +386,7 @@ def byte_progress(total: Callable[[], int], label: str, *, enabled: bool = True)
 
 
 @main.command("export")
-@data_dir_option
+@store_options
 @click.option("--session", "session_id", required=True, metavar="S", help="The session to export.")
 @click.option("--run", "run_id", metavar="R", help="Only this run's events.")
 @click.option("--since-seq", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
@@ -334,58 +397,80 @@ def byte_progress(total: Callable[[], int], label: str, *, enabled: bool = True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write to FILE (replaced only once the export is complete) instead of stdout.")
 @one_line_errors
-def export_command(data_dir: Path, session_id: str, run_id: str | None, since_seq: int, types: tuple[str, ...],
-                   output_format: str, output: Path | None) -> None:
-    """Export one session's events in seq order, from the segments alone (no index, no server).
+def export_command(data_dir: Path | None, database: str | None, session_id: str, run_id: str | None,
+                   since_seq: int, types: tuple[str, ...], output_format: str, output: Path | None) -> None:
+    """Export one session's events in seq order, from the segments alone (no index, no server),
+    or from the database's event rows with --database.
 
-    An incomplete last line (a write in flight, or torn by a crash) is left out. An unknown
-    session or run exits 2; a --type that is not a known event type is warned about on stderr.
+    Both give the same bytes for the same events: the stored envelope text. An incomplete last
+    line (a write in flight, or torn by a crash) is left out. An unknown session or run exits 2;
+    a --type that is not a known event type is warned about on stderr.
     """
-    from .ops.export import WRITERS, session_events, session_segments
+    from .ops.export import WRITERS, session_events, session_segments, store_events
     from .types import EVENT_TYPES
 
+    target = store_target(data_dir, database)
     for name in types:
         if name not in EVENT_TYPES:
             warn(f"--type {name!r} is not a known event type: no event will match it")
     write = WRITERS[output_format]
-    paths = session_segments(data_dir, session_id)  # an unknown session fails here, before any output
     runs_seen: set[str] = set()
-    with byte_progress(lambda: sum(map(segment_size, paths)), "export") as advance:
-        events = session_events(data_dir, session_id, run_id=run_id, since_seq=since_seq, types=types,
-                                on_bytes=advance, runs_seen=runs_seen, max_line=max_line())
-        if output is None:
-            stdout = click.get_binary_stream("stdout")
-            try:
-                write(events, stdout)
-                stdout.flush()
-            except BrokenPipeError:
-                # The reader stopped early (`| head`): nothing to report, and nothing left to flush.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
-                sys.exit(EXIT_ERROR)
+    with contextlib.ExitStack() as stack:
+        if isinstance(target, str):
+            store = open_database(target)
+            stack.callback(store.close)
+            # An unknown session or run fails here, before any output.
+            events = store_events(store, session_id, run_id=run_id, since_seq=since_seq, types=types)
+            runs_seen.update([run_id] if run_id is not None else [])
         else:
-            partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-            try:
-                with open(partial, "wb") as file:
-                    write(events, file)
-                if run_id is None or run_id in runs_seen:
-                    os.replace(partial, output)
-            finally:
-                partial.unlink(missing_ok=True)
+            paths = session_segments(target, session_id)  # an unknown session fails here, before any output
+            advance = stack.enter_context(byte_progress(lambda: sum(map(segment_size, paths)), "export"))
+            events = session_events(target, session_id, run_id=run_id, since_seq=since_seq, types=types,
+                                    on_bytes=advance, runs_seen=runs_seen, max_line=max_line())
+        _write_export(write, events, output, complete=lambda: run_id is None or run_id in runs_seen)
     if run_id is not None and run_id not in runs_seen:
         fail(f"run {run_id!r} not found in session {session_id!r}: nothing exported")
 
 
+def _write_export(write: Callable, events: Iterator, output: Path | None, *, complete: Callable[[], bool]) -> None:
+    """``events`` through ``write`` to stdout, or to ``output`` replaced only once the export is
+    ``complete()``."""
+    if output is None:
+        stdout = click.get_binary_stream("stdout")
+        try:
+            write(events, stdout)
+            stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped early (`| head`): nothing to report, and nothing left to flush.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+            sys.exit(EXIT_ERROR)
+        return
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "wb") as file:
+            write(events, file)
+        if complete():
+            os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 @main.command("stats")
-@data_dir_option
+@store_options
 @format_option
 @one_line_errors
-def stats_command(data_dir: Path, output_format: str) -> None:
+def stats_command(data_dir: Path | None, database: str | None, output_format: str) -> None:
     """Count sessions, segments, events, runs and bytes, list the 10 largest sessions and the
-    events of each type, from the segments alone (no index, no server)."""
-    from .ops.stats import collect, log_bytes
+    events of each type, from the segments alone (no index, no server), or from the database's
+    event rows with --database (no segments there: 0; bytes: the envelopes as JSON lines)."""
+    from .ops.stats import collect, collect_database, log_bytes
 
-    with byte_progress(lambda: log_bytes(data_dir), "stats", enabled=output_format == "text") as advance:
-        report = collect(data_dir, on_bytes=advance, max_line=max_line())
+    target = store_target(data_dir, database)
+    if isinstance(target, str):
+        report = collect_database(target)
+    else:
+        with byte_progress(lambda: log_bytes(target), "stats", enabled=output_format == "text") as advance:
+            report = collect(target, on_bytes=advance, max_line=max_line())
     for reason in report.skipped:
         warn(f"not read: {reason}")
     exit_code = EXIT_FINDINGS if report.skipped else EXIT_CLEAN
@@ -494,7 +579,6 @@ def copy_command(source: str, target: str) -> None:
     stored lines are byte-identical. Exit 1 if verification finds a session that differs.
     EVENTSVC_EXTRA_EVENT_TYPES must name the same extra types the source was written with.
     """
-    from .config import is_database_url
     from .ops.copy import copy_store
     from .store import open_store
 
@@ -532,8 +616,6 @@ def db() -> None:
 @one_line_errors
 def db_upgrade(url: str) -> None:
     """Create the eventsvc schema in the database at URL, or migrate it to this version (safe to repeat)."""
-    from .config import is_database_url
-
     if not is_database_url(url):
         fail("URL must start with postgresql:// (or postgres://)")
     from .store.postgres import upgrade, where

@@ -289,7 +289,7 @@ class _SessionAudit:
                 try:
                     obj = decode(raw)
                 except ValueError as exc:
-                    emit(name, line_no, "INVALID_JSON", _json_problem(exc, raw))
+                    emit(name, line_no, "INVALID_JSON", json_problem(exc, raw))
                     unreadable += 1
                     continue
                 if is_valid(obj, event_types):
@@ -356,11 +356,11 @@ class _SessionAudit:
         try:
             self.auditor.schema.load(obj)
         except ValidationError as exc:
-            return _messages(exc.messages)
+            return schema_messages(exc.messages)
         return "the fast envelope check and StoredEnvelopeSchema disagree"  # never expected: see tests
 
 
-def _json_problem(exc: BaseException, raw: bytes) -> str:
+def json_problem(exc: BaseException, raw: bytes) -> str:
     if not raw:
         return "empty line"
     if isinstance(exc, UnicodeDecodeError):
@@ -372,14 +372,14 @@ def _json_problem(exc: BaseException, raw: bytes) -> str:
     return f"not valid JSON: {exc}"
 
 
-def _messages(messages: Any, prefix: str = "") -> str:
+def schema_messages(messages: Any, prefix: str = "") -> str:
     """marshmallow's nested messages as one line: ``field: message; field: message``."""
     if isinstance(messages, dict):
         if set(messages) == {"_schema"}:
-            return _messages(messages["_schema"], prefix)
-        return "; ".join(_messages(value, f"{prefix}{key}: " if key != "_schema" else prefix)
+            return schema_messages(messages["_schema"], prefix)
+        return "; ".join(schema_messages(value, f"{prefix}{key}: " if key != "_schema" else prefix)
                          for key, value in messages.items())
     if isinstance(messages, list):
-        return "; ".join(_messages(item, prefix) for item in messages)
+        return "; ".join(schema_messages(item, prefix) for item in messages)
     text = str(messages)
     return prefix + ("not a JSON object" if text == "Invalid input type." else text)

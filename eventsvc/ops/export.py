@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import EventSvcError, SessionNotFound
+from ..errors import EventSvcError, RunNotFound, SessionNotFound
 from ..jsoncodec import dumps_compact
 from ..schemas import ENVELOPE_KEYS, ID_RULE, is_valid_id
+from ..store.base import Store
 from ..store.files import segments, untrusted
 
 CLOUDEVENTS_SOURCE_PREFIX = "eventsvc/"
@@ -117,14 +118,61 @@ _FIELD_TYPES = {"seq": (int,), "session_id": (str,), "event_id": (str,), "run_id
 
 
 def _envelope(path: Path, line_number: int, line: bytes | None) -> dict[str, Any]:
+    envelope = _parsed(line)
+    if envelope is None:
+        raise UnreadableLine(f"{path}:{line_number}: not a stored envelope; run `eventsvc audit` on it")
+    return envelope
+
+
+def _parsed(line: bytes | None) -> dict[str, Any] | None:
+    """The envelope a stored line holds, or None when it is not one (not JSON, other keys or types)."""
     try:
         envelope = untrusted.decode(line) if line is not None else None
     except ValueError:
-        envelope = None
+        return None
     if (not isinstance(envelope, dict) or envelope.keys() != _KEYS
             or any(type(envelope[key]) not in kinds for key, kinds in _FIELD_TYPES.items())):
-        raise UnreadableLine(f"{path}:{line_number}: not a stored envelope; run `eventsvc audit` on it")
+        return None
     return envelope
+
+
+# -- any store (PostgreSQL): the same stream through the Store protocol's pages ------------------
+
+STORE_PAGE = 1000
+
+
+def store_events(store: Store, session_id: str, *, run_id: str | None = None, since_seq: int = 0,
+                 types: Collection[str] = ()) -> Iterator[StoredEvent]:
+    """``session_events`` read through the Store protocol (a PostgreSQL store): the stored lines as
+    the store serves them, in seq order, a page at a time.
+
+    Raises SessionNotFound, or RunNotFound for a run none of the session's events names, at the
+    call, before any event is read; UnreadableLine, while streaming, for a stored text that is not
+    an envelope.
+    """
+    if not is_valid_id(session_id) or store.last_seq(session_id) == 0:
+        raise SessionNotFound(f"session {session_id!r} not found")
+    if run_id is not None and not (is_valid_id(run_id) and store.get_events_by_run(session_id, run_id, 0, 1)):
+        raise RunNotFound(f"run {run_id!r} not found in session {session_id!r}: nothing exported")
+    if not types:
+        return _store_stream(store, session_id, run_id, since_seq, None)
+    known = sorted(set(types).intersection(store.event_types))  # as on a data folder: others match nothing
+    return _store_stream(store, session_id, run_id, since_seq, known) if known else iter(())
+
+
+def _store_stream(store: Store, session_id: str, run_id: str | None, since_seq: int,
+                  types: list[str] | None) -> Iterator[StoredEvent]:
+    while True:
+        page = store.read_page(session_id, run_id=run_id, since_seq=since_seq, limit=STORE_PAGE, types=types)
+        for seq, line in zip(page.seqs, page.lines):
+            envelope = _parsed(line)
+            if envelope is None:
+                raise UnreadableLine(f"session {session_id!r} seq {seq}: not a stored envelope; "
+                                     "run `eventsvc audit` on the store")
+            yield StoredEvent(line, envelope)
+        if not page.has_more:
+            return
+        since_seq = page.next_since_seq
 
 
 # -- writers: each takes the event stream and a binary output, and returns how many it wrote ---------

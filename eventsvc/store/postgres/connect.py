@@ -54,7 +54,8 @@ def connect(url: str, options: Options, *, autocommit: bool = False, say_why: bo
         return psycopg.connect(url, autocommit=autocommit, **connection_kwargs(options))
     except psycopg.Error as exc:
         if say_why:
-            reason = str(exc).strip().splitlines()[-1]
+            # libpq's message is several lines (the failure, then a hint indented by a tab): one line here.
+            reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
             raise StorageError(f"the database {where(url)} is unavailable: {reason}") from None
         raise unreachable(url, exc) from None
 

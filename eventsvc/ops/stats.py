@@ -147,10 +147,11 @@ def _parse(line: bytes | None) -> dict[str, Any] | None:
 _DATABASE_SESSIONS = """
 WITH per AS MATERIALIZED (
     SELECT session_id, count(*) AS events, count(DISTINCT run_id) AS runs,
-           sum(octet_length(envelope) + 1) AS bytes
+           sum(octet_length(envelope) + 1)::bigint AS bytes
     FROM event GROUP BY session_id
 )
-(SELECT 'total', NULL, count(*), coalesce(sum(events), 0), coalesce(sum(runs), 0), coalesce(sum(bytes), 0) FROM per)
+(SELECT 'total', NULL, count(*), coalesce(sum(events), 0)::bigint, coalesce(sum(runs), 0)::bigint,
+        coalesce(sum(bytes), 0)::bigint FROM per)
 UNION ALL (SELECT 'events', session_id, 1, events, runs, bytes FROM per ORDER BY events DESC, session_id LIMIT %(top)s)
 UNION ALL (SELECT 'bytes', session_id, 1, events, runs, bytes FROM per ORDER BY bytes DESC, session_id LIMIT %(top)s)
 """
@@ -172,9 +173,9 @@ def collect_database(url: str, *, top: int = TOP_SESSIONS) -> Stats:
         types = conn.execute(_DATABASE_TYPES).fetchall()
     for ranking, session_id, sessions, events, runs, size in rows:
         if ranking == "total":
-            stats.sessions, stats.events, stats.runs, stats.bytes = sessions, int(events), int(runs), int(size)
+            stats.sessions, stats.events, stats.runs, stats.bytes = sessions, events, runs, size
         else:
-            session = SessionStats(session_id, events=events, runs=runs, bytes=int(size))
+            session = SessionStats(session_id, events=events, runs=runs, bytes=size)
             (stats.largest_by_events if ranking == "events" else stats.largest_by_bytes).append(session)
     stats.largest_by_events.sort(key=lambda s: (-s.events, s.session_id))
     stats.largest_by_bytes.sort(key=lambda s: (-s.bytes, s.session_id))

@@ -86,8 +86,9 @@ def check_seqs(conn: psycopg.Connection, where: str, emit: Emit) -> None:
             emit(path, seq, "SEQ_GAP", f"{missing} missing before seq {seq}")
     for session_id, last_seq, top in _stream(conn, "audit_seq_tails", SEQ_TAILS):
         missing = f"seq {top + 1} is" if last_seq == top + 1 else f"seqs {top + 1}-{last_seq} are"
+        after = f" after seq {top}" if top else " (the session has no event rows)"
         emit(event_path(where, session_id), top, "SEQ_GAP",
-             f"{missing} missing after seq {top}: the session row's last_seq is {last_seq}")
+             f"{missing} missing{after}: the session row's last_seq is {last_seq}")
 
 
 def check_event_ids(conn: psycopg.Connection, where: str, emit: Emit) -> None:

@@ -19,16 +19,15 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-import psycopg
 from marshmallow import ValidationError
 
 from .audit import Finding, Summary, json_problem, schema_messages
 from .audit_checks import Lifecycle
-from .audit_sql import ITERSIZE, RunOwners, check_event_ids, check_run_owners, check_seqs, event_path
-from .database import snapshot
+from .audit_sql import Connection, RunOwners, check_event_ids, check_run_owners, check_seqs, event_path
 from ..schemas import StoredEnvelopeSchema, stored_envelope_is_valid
 from ..store.files import untrusted
 from ..store.postgres.connect import where as where_of
+from ..store.postgres.snapshot import snapshot, stream
 from ..store.postgres.summaries import RUN_COLUMNS, SESSION_COLUMNS
 from ..summaries import RunSummary, SessionSummary, fold
 from ..types import EVENT_TYPES, EventTypeSet
@@ -45,7 +44,7 @@ def audit_database(url: str, *, event_types: EventTypeSet = EVENT_TYPES,
     """Audit the eventsvc database at ``url``; findings go to ``on_finding`` as they are found.
 
     Raises StorageError when it cannot be read, SchemaMismatch when it holds no eventsvc schema
-    of this version (see ``ops.database.snapshot``).
+    of this version (see ``store.postgres.snapshot``).
     """
     audit = _DatabaseAudit(where_of(url), event_types, on_finding or (lambda finding: None))
     with snapshot(url) as conn:
@@ -53,11 +52,11 @@ def audit_database(url: str, *, event_types: EventTypeSet = EVENT_TYPES,
     return audit.summary
 
 
-def _rows(conn: psycopg.Connection, name: str, sql: str) -> Iterator[tuple[Any, ...]]:
-    with conn.cursor(name=name) as cursor:
-        cursor.itersize = ITERSIZE
-        cursor.execute(sql)
-        yield from cursor
+ITERSIZE = 2000  # rows per fetch of the ordered passes
+
+
+def _rows(conn: Connection, name: str, sql: str) -> Iterator[tuple[Any, ...]]:
+    return stream(conn, name, sql, itersize=ITERSIZE)
 
 
 class _Peek:
@@ -91,7 +90,7 @@ class _DatabaseAudit:
         self.summary.findings[code] += 1
         self.on_finding(Finding(path, line, code, message))
 
-    def run(self, conn: psycopg.Connection) -> None:
+    def run(self, conn: Connection) -> None:
         check_seqs(conn, self.where, self.emit)
         check_event_ids(conn, self.where, self.emit)
         self.owners = check_run_owners(conn, self.where, self.emit)

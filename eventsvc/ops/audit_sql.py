@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
+from ..store.postgres.snapshot import stream
 
 Emit = Callable[[str, int, str, str], None]
-ITERSIZE = 2000
+Connection = Any  # a snapshot's connection (eventsvc.store.postgres.snapshot); the driver stays in the store
+ITERSIZE = 2000  # rows per fetch of a finding query
 
 # One ordered pass over the primary key: each row whose seq is not one past the previous one's.
 SEQ_BREAKS = """
@@ -67,14 +68,11 @@ def event_path(where: str, session_id: str) -> str:
     return f"{where}/event/{session_id}"
 
 
-def _stream(conn: psycopg.Connection, name: str, sql: str) -> Iterator[tuple[Any, ...]]:
-    with conn.cursor(name=name) as cursor:
-        cursor.itersize = ITERSIZE
-        cursor.execute(sql)
-        yield from cursor
+def _stream(conn: Connection, name: str, sql: str) -> Iterator[tuple[Any, ...]]:
+    return stream(conn, name, sql, itersize=ITERSIZE)
 
 
-def check_seqs(conn: psycopg.Connection, where: str, emit: Emit) -> None:
+def check_seqs(conn: Connection, where: str, emit: Emit) -> None:
     """SEQ_GAP for seqs missing from 1 up to each session's last seq; SEQ_REPEAT for each row
     whose seq another row of the session holds."""
     for session_id, seq, prev in _stream(conn, "audit_seq_breaks", SEQ_BREAKS):
@@ -91,7 +89,7 @@ def check_seqs(conn: psycopg.Connection, where: str, emit: Emit) -> None:
              f"{missing} missing{after}: the session row's last_seq is {last_seq}")
 
 
-def check_event_ids(conn: psycopg.Connection, where: str, emit: Emit) -> None:
+def check_event_ids(conn: Connection, where: str, emit: Emit) -> None:
     """DUPLICATE_EVENT_ID for each row after the first that holds an event_id of its session."""
     for session_id, event_id, seqs in _stream(conn, "audit_duplicate_ids", DUPLICATE_IDS):
         for seq in seqs[1:]:
@@ -99,7 +97,7 @@ def check_event_ids(conn: psycopg.Connection, where: str, emit: Emit) -> None:
                  f"event_id {event_id!r} is already used in this session by seq {seqs[0]}")
 
 
-def check_run_owners(conn: psycopg.Connection, where: str, emit: Emit) -> RunOwners:
+def check_run_owners(conn: Connection, where: str, emit: Emit) -> RunOwners:
     """RUN_IN_TWO_SESSIONS for each session whose events name a run another session owns (the run
     row's session, or without a row the lowest session id naming it, as the file audit's order
     has it); INDEX_MISSING_ROW for a run named by events with no row in the run table."""

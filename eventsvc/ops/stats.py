@@ -163,9 +163,9 @@ def collect_database(url: str, *, top: int = TOP_SESSIONS) -> Stats:
 
     It has no segments (0 everywhere), and every row is an event (``unreadable_lines`` 0; whether
     each envelope is whole is ``eventsvc audit --database``'s question). Raises StorageError or
-    SchemaMismatch (see ``ops.database.snapshot``).
+    SchemaMismatch (see ``store.postgres.snapshot``).
     """
-    from .database import snapshot  # psycopg is needed only by those who use PostgreSQL
+    from ..store.postgres.snapshot import snapshot  # psycopg is needed only by those who use PostgreSQL
 
     stats = Stats()
     with snapshot(url) as conn:

@@ -159,12 +159,17 @@ class _DatabaseAudit:
                 if not stored_envelope_is_valid(obj, event_types):
                     emit(path, seq, "INVALID_ENVELOPE", self._envelope_problem(obj))
                 if isinstance(obj, dict):
-                    self._agrees(path, (session_id, seq, run_id, type_, event_id, timestamp), obj)
+                    get = obj.get
+                    if (get("session_id"), get("seq"), get("run_id"), get("type"), get("event_id"),
+                            get("timestamp")) != (session_id, seq, run_id, type_, event_id, timestamp):
+                        self._disagrees(path, (session_id, seq, run_id, type_, event_id, timestamp), obj)
             if run_id is not None:
                 lifecycle.step(run_id, type_, seq, path, seq)
             yield seq, run_id, type_, timestamp
 
-    def _agrees(self, path: str, columns: tuple[Any, ...], envelope: dict[str, Any]) -> None:
+    def _disagrees(self, path: str, columns: tuple[Any, ...], envelope: dict[str, Any]) -> None:
+        """Name each field the envelope holds that differs from its row's column (a missing key is
+        the schema check's finding)."""
         session_id, seq = columns[0], columns[1]
         if "session_id" in envelope and envelope["session_id"] != session_id:
             self.emit(path, seq, "SESSION_MISMATCH", f"session_id {envelope['session_id']!r} in the envelope is "

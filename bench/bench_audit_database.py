@@ -9,7 +9,7 @@ PostgreSQL store once, then multiplied in SQL under new session and run ids (eac
 envelopes, summaries and runs renamed alike), so both databases audit clean apart from lifecycle
 warnings. The 100k database is also copied to a data folder with ``eventsvc copy``'s code: the
 baseline is the file audit of those very events. Each measurement runs the CLI as a child
-process (peak memory is its ru_maxrss from wait4), in interleaved rounds; medians are shown.
+process under GNU time (its own peak RSS and CPU), in interleaved rounds; medians are shown.
 The point of the memory column: the database audit streams, so its peak does not grow with the
 number of events. Throwaway databases are dropped at the end.
 """
@@ -37,6 +37,7 @@ from bench_postgres import ADMIN_URL, _database_url  # noqa: E402
 
 SEED_SESSIONS, SEED_EVENTS = 10, 1000
 EVENTSVC = Path(sys.executable).with_name("eventsvc")
+TIME = "/usr/bin/time"  # GNU time: the child's own peak memory and CPU
 
 # Copy k of every seed session, renamed: session "seed-N" becomes "c<k>-N", run "sNNNNN-rMMMM" "c<k>-…".
 _MULTIPLY = """
@@ -114,20 +115,22 @@ def copy_to_folder(url: str, data_dir: Path) -> None:
 
 
 def measured(*args: str) -> tuple[float, float, float, dict]:
-    """(wall s, CPU s, peak MiB, summary) of one clean `eventsvc audit ... --format json` child; its CPU
-    and ru_maxrss are its own, from wait4."""
+    """(wall s, CPU s, peak MiB, summary) of one clean `eventsvc audit ... --format json` child.
+
+    Started through GNU time, whose own small process forks it: a child forked straight from
+    this one would count this process's memory (inherited until exec) in its ru_maxrss.
+    """
     started = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        child = subprocess.Popen([str(EVENTSVC), "audit", *args, "--format", "json"], stdout=out,
-                                 stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
+    with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as usage:
+        done = subprocess.run([TIME, "-f", "%M %U %S", "-o", usage.name, str(EVENTSVC), "audit", *args,
+                               "--format", "json"], stdout=out, stderr=subprocess.DEVNULL, check=False)
         wall = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         document = json.loads(out.read())
-    if document["exit_code"] != 0:
+        peak_kib, user, system = usage.read().split()[-3:]
+    if done.returncode != 0 or document["exit_code"] != 0:
         raise SystemExit(f"audit {args} is not clean: {document['summary']}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, document["summary"]
+    return wall, float(user) + float(system), int(peak_kib) / 1024, document["summary"]
 
 
 def main() -> None:

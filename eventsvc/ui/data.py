@@ -15,8 +15,8 @@ from ..store import EventStore, Page
 
 SCAN_PAGE = 1000  # events per read while drawing a timeline
 LISTING_PAGE = 1000  # the store's largest listing page
-# A filtered read looks at a bounded window of the log (10,000 rows on the files backend); a page
-# of a rare type takes at most this many, then says how far it looked and pages on from there.
+# A filtered read looks at a bounded window of the log (``store.rules.TYPE_FILTER_WINDOW`` rows, in
+# both backends); a page of a rare type takes at most this many, then says how far it looked.
 FILTERED_READS = 10
 
 

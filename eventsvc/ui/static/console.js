@@ -150,8 +150,9 @@
       (this.filter ? "&types=" + encodeURIComponent(this.filter) : ""));
     this.source = source;
     source.onopen = function () { self.show("live", "Live: new events appear as they are appended."); };
-    source.onerror = function () {
-      if (self.ended) { return; }
+    source.onerror = function (failure) {
+      // An event of our own type "error" arrives as a MessageEvent named "error" too: not a failure.
+      if (self.ended || failure instanceof MessageEvent) { return; }
       self.show("reconnecting", "Reconnecting… (events appended meanwhile will follow, each once)");
       if (source.readyState === EventSource.CLOSED) {
         self.source = null;

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import Server, start_server
-from test_ui_browser import LIVE_MS, QUICK_KEEPALIVE, append, browser, sync_api, visit, wait_for  # noqa: F401 (fixtures)
+# browser and visit are fixtures: imported so that this module's tests can ask for them by name.
+from test_ui_browser import LIVE_MS, QUICK_KEEPALIVE, append, browser, sync_api, visit, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slow
 COMMON = ["user_message", "assistant_message", "tool_call", "tool_result", "state_update", "status"]

@@ -140,7 +140,8 @@ def test_the_form_ticks_the_filter_and_lists_every_type(client, app):
     assert list(boxes) == list(app.extensions["eventsvc.store"].event_types)
     assert {name for name, ticked in boxes.items() if ticked} == {"error", "status"}
     unfiltered = Page(client.get("/ui/sessions/s1").get_data(as_text=True))
-    assert all("checked" in attrs for tag, attrs in unfiltered.tags if tag == "input" and attrs.get("type") == "checkbox")
+    assert all("checked" in attrs for tag, attrs in unfiltered.tags
+               if tag == "input" and attrs.get("type") == "checkbox")
 
 
 def test_timeline_marks_link_to_their_row_or_to_the_page_that_shows_them(client):

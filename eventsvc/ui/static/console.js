@@ -172,6 +172,7 @@
     var category = this.categories[event.type] || "extra";
     var none = document.getElementById("no-events");
     if (none) { none.remove(); }
+    this.rows.closest(".table-wrap").classList.remove("empty");
     this.rows.appendChild(eventRow(event, category));
     // Under a filter the stream brings matching events only: count those, not the session's.
     var count = document.getElementById(this.filter ? "shown-count" : "event-count");

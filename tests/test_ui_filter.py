@@ -4,14 +4,27 @@ is a readable 400 page. (The browser side is in test_ui_browser.py.)"""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
+from eventsvc import create_app
 from eventsvc.store import rules
 from eventsvc.ui import data
 from test_ui_pages import Page, post
 
 ROW = re.compile(r'<tr id="ev-(\d+)" data-type="([a-z_]+)"')
+ON_EACH_BACKEND = pytest.mark.parametrize(("backend",), [("files",), ("postgres",)])
+
+
+def client_on(backend: str, request: pytest.FixtureRequest, data_dir: Path):
+    """A test client of an app on ``backend`` (PostgreSQL: this module's database, emptied)."""
+    config = {"DATA_DIR": str(data_dir)}
+    if backend == "postgres":
+        config["DATABASE_URL"] = request.getfixturevalue("pg_url")
+    app = create_app(config)
+    request.addfinalizer(app.extensions["eventsvc.store"].close)
+    return app.test_client()
 
 
 def rows(html: str) -> list[tuple[int, str]]:
@@ -45,7 +58,9 @@ def mixed(count: int, rare_every: int) -> list[dict]:
             for n in range(count)]
 
 
-def test_a_filter_shows_every_match_once_across_pages_and_nothing_else(client):
+@ON_EACH_BACKEND
+def test_a_filter_shows_every_match_once_across_pages_and_nothing_else(backend, request, data_dir):
+    client = client_on(backend, request, data_dir)
     post(client, "big", mixed(1000, 4))
     post(client, "big", mixed(1000, 4))
     expected = [seq for seq in range(1, 2001) if (seq - 1) % 1000 % 4 == 3]
@@ -63,7 +78,9 @@ def test_a_filter_shows_every_match_once_across_pages_and_nothing_else(client):
     assert 'id="event-count">2000<' in pages[0]  # the session's own count stays whole
 
 
-def test_a_filter_of_several_types_on_a_run_page(client):
+@ON_EACH_BACKEND
+def test_a_filter_of_several_types_on_a_run_page(backend, request, data_dir):
+    client = client_on(backend, request, data_dir)
     post(client, "s1", [{"type": "run_created", "run_id": "r1"}]
          + [{"type": ("tool_call", "tool_result", "tool_policy_warn")[n % 3], "run_id": "r1"} for n in range(600)]
          + [{"type": "user_message"}] * 5)
@@ -75,7 +92,9 @@ def test_a_filter_of_several_types_on_a_run_page(client):
     assert 'data-fragment="/ui/runs/r1/live?since_seq=301&amp;types=tool_call,tool_policy_warn"' in pages[-1]
 
 
-def test_a_page_whose_reads_stop_short_says_how_far_it_looked_and_pages_on(client, monkeypatch):
+@ON_EACH_BACKEND
+def test_a_page_whose_reads_stop_short_says_how_far_it_looked_and_pages_on(backend, request, data_dir, monkeypatch):
+    client = client_on(backend, request, data_dir)
     monkeypatch.setattr(rules, "TYPE_FILTER_WINDOW", 100)  # each filtered read looks at 100 rows
     monkeypatch.setattr(data, "FILTERED_READS", 3)  # and a page takes three of them
     post(client, "sparse", [{"type": "error" if n in (50, 700, 701) else "status"} for n in range(1000)])

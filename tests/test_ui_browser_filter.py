@@ -135,6 +135,7 @@ def test_a_filtered_live_run_page_ends_with_its_run(site, visit):
 def test_an_unregistered_type_in_the_url_is_a_readable_page(site, visit):
     seen = visit(f"{site.url}/ui/sessions/filter-1?types=no_such_type", quiet_network=True)
     assert seen.page.locator("h1").inner_text() == "400 · Unknown event type"
+    seen.shot("unknown-type-1280")
     seen.page.locator("#error-link").click()
     seen.page.wait_for_url(f"{site.url}/ui/sessions/filter-1")
     assert seen.errors == [] or all("400" in error for error in seen.errors)

@@ -66,7 +66,8 @@ def _admin():
     return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
 
 
-def create(events: int) -> str:
+def create(events: int, created: list[str]) -> str:
+    """A database of ``events`` events; its URL goes to ``created`` first, so it is dropped whatever fails."""
     import psycopg
 
     from eventsvc.store import open_store
@@ -76,6 +77,7 @@ def create(events: int) -> str:
     with _admin() as admin:
         admin.execute(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
     url = _database_url(name)
+    created.append(url)
     upgrade(url)
     rng = random.Random(20261203)
     store = open_store(url)
@@ -144,8 +146,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="eventsvc-bench-audit-db-"))
     try:
         started = time.monotonic()
-        small, large = create(options.small), create(options.events)
-        urls += [small, large]
+        small, large = create(options.small, urls), create(options.events, urls)
         copy_to_folder(small, scratch / "data")
         print(f"prepared in {time.monotonic() - started:.0f} s", flush=True)
         cases = {f"audit <folder>, {options.small:,} events (baseline)": (str(scratch / "data"),),

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from eventsvc import EventStore, create_app
 from eventsvc.store import open_store
 from eventsvc.store.base import Store
-from eventsvc.store.index import INDEX_FILE
-from eventsvc.store.locks import LOCK_FILES, LOCKS_DIR
-from eventsvc.store.segments import SEGMENTS_DIR
+from eventsvc.store.files.index import INDEX_FILE
+from eventsvc.store.files.locks import LOCK_FILES, LOCKS_DIR
+from eventsvc.store.files.segments import SEGMENTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,8 @@
 """One append or batch as one PostgreSQL transaction, serialised per session (as Message DB does).
 
 A transaction-scoped advisory lock keyed by the session id is taken first; the state read
-after it (last seq, stored ids, run owners) is therefore current, and the same checks as the
-files backend (``eventsvc.store.appends``) decide what to write. The writes, the session's
+after it (last seq, stored ids, run owners) is therefore current, and the same rules as the
+files backend (``eventsvc.store.rules``) decide what to write. The writes, the session's
 new last seq and the NOTIFY that wakes every host's readers are one statement, committed
 together or not at all: no gap after a rollback, no duplicate, nothing half-written. The run and
 session summaries the append changes are folded in Python (the files backend's fold) and
@@ -15,7 +15,8 @@ import psycopg
 
 from ...errors import RunSessionConflict
 from ...summaries import fold
-from .. import AppendResult, appends
+from .. import rules
+from ..base import AppendResult
 from ..drafts import Draft
 from . import summaries
 
@@ -82,15 +83,15 @@ def append_transaction(conn: psycopg.Connection, session_id: str, drafts: list[D
             _STATE, {"session": session_id, "event_ids": event_ids, "run_ids": run_ids}).fetchone()
         session = summaries.session_of(json.loads(session_row) if session_row else None, session_id)
         last_seq = session.last_seq
-        resent = appends.find_resent(drafts, [json.loads(text) for text in stored]) if stored else {}
+        resent = rules.find_resent(drafts, [json.loads(text) for text in stored]) if stored else {}
         fresh = [draft for draft in drafts if draft.event_id not in resent] if resent else drafts
         if not fresh:
             return AppendResult([resent[draft.event_id] for draft in drafts], 0), last_seq
-        appends.check_expected_seqs(fresh, last_seq)
+        rules.check_expected_seqs(fresh, last_seq)
         rows = [json.loads(text) for text in run_rows]
-        appends.runs_to_claim(session_id, fresh, last_seq, {row["run_id"]: row["session_id"] for row in rows})
+        rules.runs_to_claim(session_id, fresh, last_seq, {row["run_id"]: row["session_id"] for row in rows})
         lines = [draft.line(seq) for seq, draft in enumerate(fresh, last_seq + 1)]
-        appends.check_sizes(fresh, lines, max_event_bytes)
+        rules.check_sizes(fresh, lines, max_event_bytes)
         runs = {row["run_id"]: summaries.run_of(row) for row in rows}
         changed = fold(session, runs, ((seq, draft.run_id, draft.envelope["type"], draft.envelope["timestamp"])
                                        for seq, draft in enumerate(fresh, last_seq + 1)))

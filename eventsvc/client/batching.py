@@ -4,8 +4,8 @@ per ``linger`` window instead of one POST (and one fsync) per event.
 A dispatcher thread cuts due batches (``Batcher``) and hands them to a few sender threads; each
 session has at most one batch in flight, so its events are stored in the order ``emit`` was
 called. A sender that resolves a session's batch sends the session's next one itself when it is
-due, unless another session's batch waits for a sender. Event ids are fixed at the emit, so a batch re-sent after a lost answer, a 503 or a
-restart of the server is stored exactly once.
+due, unless another session's batch waits for a sender. Event ids are fixed at the emit, so a
+batch re-sent after a lost answer, a 503 or a restart of the server is stored exactly once.
 """
 from __future__ import annotations
 

@@ -213,12 +213,13 @@ def test_run_scope_gives_each_thread_and_task_its_run_id(client):
 
 
 @pytest.mark.slow
-def test_sixteen_threads_store_every_event_once_in_emit_order(client):
+@pytest.mark.parametrize("senders", [8, 2])  # 2: fewer senders than sessions, so senders take turns
+def test_sixteen_threads_store_every_event_once_in_emit_order(client, senders):
     sessions = [new_id("threads") for _ in range(SESSIONS)]
     results: list[list[Future]] = [[] for _ in range(THREADS)]
     order = threading.Lock()
     counter = iter(range(1, THREADS * PER_THREAD + 1))
-    with BatchingEmitter(client, source="agent") as emitter:
+    with BatchingEmitter(client, source="agent", senders=senders) as emitter:
         def writer(w: int) -> None:
             for i in range(PER_THREAD):
                 session_id = sessions[(w + i) % SESSIONS]
@@ -371,13 +372,14 @@ def run(coroutine):
 
 
 @pytest.mark.slow
-def test_sixteen_tasks_store_every_event_once_in_emit_order(server):
+@pytest.mark.parametrize("senders", [8, 2])  # 2: fewer slots than sessions, so senders take turns
+def test_sixteen_tasks_store_every_event_once_in_emit_order(server, senders):
     sessions = [new_id("tasks") for _ in range(SESSIONS)]
     emitted: dict[str, list[int]] = defaultdict(list)  # per session, the global emit counter in call order
 
     async def scenario() -> list[dict]:
         counter = 0
-        async with AsyncEventClient(server.url) as client, AsyncBatchingEmitter(client) as emitter:
+        async with AsyncEventClient(server.url) as client, AsyncBatchingEmitter(client, senders=senders) as emitter:
             async def writer(w: int) -> list[dict]:
                 nonlocal counter
                 envelopes = []

@@ -349,7 +349,7 @@ def audit_command(paths: tuple[Path, ...], data_dir: Path | None, database: str 
     if plan is None:
         from .ops.audit_database import audit_database
 
-        summary = audit_database(target, on_finding=report)
+        summary = audit_database(target, on_finding=report, max_line=max_line())
     else:
         with byte_progress(lambda: plan.byte_count, "audit", enabled=output_format == "text") as advance:
             summary = run_audit(plan, check_index=check_index, on_finding=report, on_bytes=advance,

@@ -51,8 +51,8 @@ def damage(url: str, *statements: str) -> None:
             conn.execute(statement)
 
 
-def audit_json(url: str) -> tuple[int, dict]:
-    environment = {key: value for key, value in os.environ.items() if key != "EVENTSVC_DATABASE_URL"}
+def audit_json(url: str, **env: str) -> tuple[int, dict]:
+    environment = {key: value for key, value in os.environ.items() if key != "EVENTSVC_DATABASE_URL"} | env
     result = subprocess.run([str(EVENTSVC), "audit", "--database", url, "--format", "json"], capture_output=True,
                             timeout=120, env=environment)
     assert b"Traceback" not in result.stderr
@@ -255,3 +255,27 @@ def test_the_streamed_merge_holds_across_many_fetches(url, monkeypatch):
         (["event", "s10"], "SEQ_GAP"), (["run", "r1-1"], "INDEX_WRONG_SUMMARY"),
         (["session", "s10"], "INDEX_EXTRA_ROW")]
     assert (summary.sessions, summary.events, summary.runs) == (4, 27, 6)
+
+
+def test_an_envelope_longer_than_the_largest_event_is_line_too_long_and_not_read(url):
+    store = open_store(url)
+    try:
+        store.append("s1", {"type": "user_message", "payload": {"text": "x" * 3000}})
+    finally:
+        store.close()
+    exit_code, document = audit_json(url, EVENTSVC_MAX_EVENT_BYTES="2000")
+    assert exit_code == 1
+    length = len(event_row(url, "s1", 10)["envelope"].encode())
+    assert findings(document) == [("event/s1", 10, "LINE_TOO_LONG", f"an envelope of {length} bytes, longer than "
+                                   "the largest event the service accepts (2000 bytes): not read, not parsed")]
+    assert document["summary"]["events"] == 28  # its row still counts, and its summaries agree
+    assert audit_json(url)[0] == 0  # under the service's default limit it is an ordinary event
+
+
+def test_streamed_rows_all_arrive_in_order_when_fetches_shrink_for_large_rows(url):
+    from eventsvc.store.postgres.snapshot import snapshot, stream
+
+    sql = "SELECT g, repeat('x', CASE WHEN g BETWEEN 5 AND 30 THEN 1000 ELSE 1 END) FROM generate_series(1, 40) g"
+    with snapshot(url) as conn:
+        rows = list(stream(conn, "sizes", sql, itersize=8, row_bytes=lambda row: len(row[1]), fetch_bytes=2500))
+    assert [row[0] for row in rows] == list(range(1, 41))

@@ -32,7 +32,13 @@ from ..store.postgres.summaries import RUN_COLUMNS, SESSION_COLUMNS
 from ..summaries import RunSummary, SessionSummary, fold
 from ..types import EVENT_TYPES, EventTypeSet
 
-EVENTS = 'SELECT session_id, seq, run_id, type, event_id, "timestamp", envelope FROM event ORDER BY session_id, seq'
+# An envelope longer than the largest event the service accepts is not even transferred (its length
+# comes from the stored value's header); fetches shrink when envelopes are large (see snapshot.stream).
+EVENTS = """
+SELECT session_id, seq, run_id, type, event_id, "timestamp",
+       CASE WHEN octet_length(envelope) <= %(max_line)s THEN envelope END, octet_length(envelope)
+FROM event ORDER BY session_id, seq
+"""
 SESSIONS = f"SELECT {SESSION_COLUMNS} FROM session ORDER BY session_id"
 RUNS = f"SELECT {RUN_COLUMNS} FROM run ORDER BY session_id, first_seq, run_id"
 # Columns that repeat a field of the envelope, and the envelope key each repeats (session_id apart).
@@ -40,13 +46,17 @@ _COLUMN_KEYS = ("seq", "run_id", "type", "event_id", "timestamp")
 
 
 def audit_database(url: str, *, event_types: EventTypeSet = EVENT_TYPES,
-                   on_finding: Callable[[Finding], None] | None = None) -> Summary:
+                   on_finding: Callable[[Finding], None] | None = None,
+                   max_line: int = untrusted.DEFAULT_MAX_LINE) -> Summary:
     """Audit the eventsvc database at ``url``; findings go to ``on_finding`` as they are found.
+
+    An envelope longer than ``max_line`` bytes is LINE_TOO_LONG, neither read nor parsed (its
+    row's columns still count towards the summaries and lifecycles).
 
     Raises StorageError when it cannot be read, SchemaMismatch when it holds no eventsvc schema
     of this version (see ``store.postgres.snapshot``).
     """
-    audit = _DatabaseAudit(where_of(url), event_types, on_finding or (lambda finding: None))
+    audit = _DatabaseAudit(where_of(url), event_types, on_finding or (lambda finding: None), max_line)
     with snapshot(url) as conn:
         audit.run(conn)
     return audit.summary
@@ -78,8 +88,10 @@ class _Peek:
 
 
 class _DatabaseAudit:
-    def __init__(self, where: str, event_types: EventTypeSet, on_finding: Callable[[Finding], None]) -> None:
+    def __init__(self, where: str, event_types: EventTypeSet, on_finding: Callable[[Finding], None],
+                 max_line: int) -> None:
         self.where = where
+        self.max_line = max_line
         self.event_types = event_types
         self.schema = StoredEnvelopeSchema(event_types=event_types)
         self.on_finding = on_finding
@@ -96,7 +108,8 @@ class _DatabaseAudit:
         self.owners = check_run_owners(conn, self.where, self.emit)
         sessions = _Peek(_rows(conn, "audit_sessions", SESSIONS), 0)
         runs = _Peek(_rows(conn, "audit_runs", RUNS), 1)
-        events = groupby(_rows(conn, "audit_events", EVENTS), key=itemgetter(0))
+        events = groupby(stream(conn, "audit_events", EVENTS, {"max_line": self.max_line}, itersize=ITERSIZE,
+                                row_bytes=itemgetter(7)), key=itemgetter(0))
         group = next(events, None)
         folded_runs = 0
         while True:
@@ -146,26 +159,35 @@ class _DatabaseAudit:
                  lifecycle: Lifecycle) -> Iterator[tuple[int, str | None, str, str]]:
         """Each row after the envelope and lifecycle checks, as the fold takes it (from its columns:
         the summaries were folded from the same values when it was appended)."""
-        summary, emit, event_types = self.summary, self.emit, self.event_types
-        for session_id, seq, run_id, type_, event_id, timestamp, envelope in rows:
-            raw = envelope.encode("utf-8")
+        summary = self.summary
+        for session_id, seq, run_id, type_, event_id, timestamp, envelope, length in rows:
             summary.events += 1
-            summary.bytes += len(raw) + 1
-            try:
-                obj = untrusted.decode(raw)
-            except ValueError as exc:
-                emit(path, seq, "INVALID_JSON", json_problem(exc, raw))
+            summary.bytes += length + 1
+            if envelope is None:
+                self.emit(path, seq, "LINE_TOO_LONG", f"an envelope of {length} bytes, longer than the largest event "
+                          f"the service accepts ({self.max_line} bytes): not read, not parsed")
             else:
-                if not stored_envelope_is_valid(obj, event_types):
-                    emit(path, seq, "INVALID_ENVELOPE", self._envelope_problem(obj))
-                if isinstance(obj, dict):
-                    get = obj.get
-                    if (get("session_id"), get("seq"), get("run_id"), get("type"), get("event_id"),
-                            get("timestamp")) != (session_id, seq, run_id, type_, event_id, timestamp):
-                        self._disagrees(path, (session_id, seq, run_id, type_, event_id, timestamp), obj)
+                self._envelope(path, (session_id, seq, run_id, type_, event_id, timestamp), envelope)
             if run_id is not None:
                 lifecycle.step(run_id, type_, seq, path, seq)
             yield seq, run_id, type_, timestamp
+
+    def _envelope(self, path: str, columns: tuple[Any, ...], envelope: str) -> None:
+        """The stored text parses, passes the schema and holds its row's columns."""
+        raw = envelope.encode("utf-8")
+        seq = columns[1]
+        try:
+            obj = untrusted.decode(raw)
+        except ValueError as exc:
+            self.emit(path, seq, "INVALID_JSON", json_problem(exc, raw))
+            return
+        if not stored_envelope_is_valid(obj, self.event_types):
+            self.emit(path, seq, "INVALID_ENVELOPE", self._envelope_problem(obj))
+        if isinstance(obj, dict):
+            get = obj.get
+            if (get("session_id"), get("seq"), get("run_id"), get("type"), get("event_id"),
+                    get("timestamp")) != columns:
+                self._disagrees(path, columns, obj)
 
     def _disagrees(self, path: str, columns: tuple[Any, ...], envelope: dict[str, Any]) -> None:
         """Name each field the envelope holds that differs from its row's column (a missing key is

@@ -8,7 +8,7 @@ a page of rows at a time; and no statement timeout, so it runs as long as it nee
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from .connect import Options, connect, where
 
 CONNECT_TIMEOUT = 5.0
 ITERSIZE = 2000
+FETCH_BYTES = 32 * 1024 * 1024  # a fetch's rough size when rows say how large they are
 
 
 @contextmanager
@@ -42,10 +43,23 @@ def snapshot(url: str) -> Iterator[psycopg.Connection]:
 
 
 def stream(conn: psycopg.Connection, name: str, sql: str, params: Mapping[str, Any] | None = None,
-           *, itersize: int | None = None) -> Iterator[tuple[Any, ...]]:
-    """The rows of ``sql`` through a server-side cursor called ``name``, ``itersize`` rows per fetch
-    (default ITERSIZE): memory holds one fetch, however many rows the statement yields."""
+           *, itersize: int | None = None, row_bytes: Callable[[tuple[Any, ...]], int] | None = None,
+           fetch_bytes: int = FETCH_BYTES) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql`` through a server-side cursor called ``name``, up to ``itersize`` rows per
+    fetch (default ITERSIZE): memory holds one fetch, however many rows the statement yields.
+
+    With ``row_bytes`` (a row's size), each fetch after the first asks for as many rows as would
+    fit ``fetch_bytes`` if each were as large as the largest of the fetch before, so a run of
+    large rows is read in smaller fetches.
+    """
+    limit = itersize or ITERSIZE
     with conn.cursor(name=name) as cursor:
-        cursor.itersize = itersize or ITERSIZE
         cursor.execute(sql, params)
-        yield from cursor
+        size = limit
+        while True:
+            rows = cursor.fetchmany(size)
+            if not rows:
+                return
+            yield from rows
+            if row_bytes is not None:
+                size = max(1, min(limit, fetch_bytes // max(1, max(map(row_bytes, rows)))))

@@ -2,7 +2,7 @@
 
 Events are rows keyed ``(session_id, seq)`` holding the exact envelope text the files backend
 writes, so reads serve stored bytes and both backends export identical lines. Appends are one
-transaction each (see ``writes``), live tail rides on LISTEN/NOTIFY (see ``listen``).
+statement each (see ``writes``), live tail rides on LISTEN/NOTIFY (see ``listen``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from . import schema
 from . import summaries as pg_summaries
 from .connect import Options, Pooled, connect, where
 from .listen import NotifyWatcher
-from .writes import append_transaction
+from .writes import KnownSessions, append_transaction
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
@@ -51,6 +51,7 @@ class PostgresStore(AppendShortcuts):
         self._options = Options(pool_size, connect_timeout, statement_timeout)
         self._schema_checked = False
         self._pooled = Pooled(url, self._options)
+        self._known = KnownSessions()
         self.watcher = NotifyWatcher(lambda: connect(url, self._options, autocommit=True), self._last_seqs)
         try:
             self._run(lambda conn: None)  # the schema check, now, so a wrong database stops the start
@@ -82,7 +83,8 @@ class PostgresStore(AppendShortcuts):
             return AppendResult([], 0)
         # Ids and timestamps are fixed here, once: a retry after a lost commit answer is a re-send.
         drafts = prepare(session_id, events, schema=self._schema, default_source=default_source)
-        result, last_seq = self._run(lambda conn: append_transaction(conn, session_id, drafts, self.max_event_bytes))
+        result, last_seq = self._run(lambda conn: append_transaction(conn, session_id, drafts, self.max_event_bytes,
+                                                                     self._known))
         if result.created:
             self.watcher.appended(session_id, last_seq)
         return result

@@ -33,8 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eventsvc.audit import plan_audit, run_audit  # noqa: E402
-from eventsvc.store import EventStore, segments  # noqa: E402
+from eventsvc.ops.audit import plan_audit, run_audit  # noqa: E402
+from eventsvc.store import EventStore
+from eventsvc.store.files import segments  # noqa: E402
 
 WORK = ROOT / "bench" / "work"
 EVENTS_PER_SESSION = 1000

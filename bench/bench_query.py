@@ -19,7 +19,7 @@ import common  # noqa: E402
 from common import Row, median, micros, percentile  # noqa: E402
 
 from eventsvc import EventStore  # noqa: E402
-from eventsvc.store import segments  # noqa: E402
+from eventsvc.store.files import segments  # noqa: E402
 
 READS = 2000
 COLD_READS = 200

@@ -26,7 +26,7 @@ import common  # noqa: E402
 from common import Row, median  # noqa: E402
 
 from eventsvc import EventStore  # noqa: E402
-from eventsvc.store import segments  # noqa: E402
+from eventsvc.store.files import segments  # noqa: E402
 
 DAMAGED_SESSIONS = common.WIDE_FULL_SESSIONS  # the wide store's last sessions are as large as the 1M store's
 LINES_PER_SESSION = 100

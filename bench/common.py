@@ -177,7 +177,7 @@ def _marker(scale: str) -> Path:
 
 
 def _store_format() -> dict:
-    from eventsvc.store import index
+    from eventsvc.store.files import index
 
     return {"schema": index.SCHEMA_VERSION, "sessions": SCALES, "events_per_session": EVENTS_PER_SESSION,
             "generator": 2}

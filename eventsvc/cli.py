@@ -64,14 +64,14 @@ def warn(message: str) -> None:
 
 
 def segment_size(path: Path) -> int:
-    from .store.segments import file_size
+    from .store.files.segments import file_size
 
     return file_size(path)
 
 
 def max_line() -> int:
     """The longest line the tools parse: the service's EVENTSVC_MAX_EVENT_BYTES (its default if unset or bad)."""
-    from .store.untrusted import DEFAULT_MAX_LINE
+    from .store.files.untrusted import DEFAULT_MAX_LINE
 
     try:
         return max(1, int(os.environ.get("EVENTSVC_MAX_EVENT_BYTES", "")))
@@ -87,7 +87,7 @@ def open_store(data_dir: Path, *, writing: bool = False):
     """The store of ``data_dir``; a tool that writes first refuses a folder holding a link or
     special file where the store keeps its own files (exit 2), so nothing outside is touched."""
     from .store import EventStore
-    from .store.recovery import check_data_folder
+    from .store.files.recovery import check_data_folder
 
     if not (data_dir / "segments").is_dir():
         fail(f"{data_dir} is not an eventsvc data folder (no segments/ inside)")
@@ -270,7 +270,7 @@ def audit_command(paths: tuple[Path, ...], data_dir: Path, output_format: str, s
     a summary. Exit 0 when clean (warnings and information allowed), 1 on errors (or warnings
     with --strict), 2 on a usage or I/O error.
     """
-    from .audit import ERROR, INFO, WARNING, CODES, plan_audit, run_audit
+    from .ops.audit import ERROR, INFO, WARNING, CODES, plan_audit, run_audit
 
     plan = plan_audit(list(paths) or [data_dir])
     stdout = click.get_text_stream("stdout")
@@ -341,7 +341,7 @@ def export_command(data_dir: Path, session_id: str, run_id: str | None, since_se
     An incomplete last line (a write in flight, or torn by a crash) is left out. An unknown
     session or run exits 2; a --type that is not a known event type is warned about on stderr.
     """
-    from .export import WRITERS, session_events, session_segments
+    from .ops.export import WRITERS, session_events, session_segments
     from .types import EVENT_TYPES
 
     for name in types:
@@ -382,7 +382,7 @@ def export_command(data_dir: Path, session_id: str, run_id: str | None, since_se
 def stats_command(data_dir: Path, output_format: str) -> None:
     """Count sessions, segments, events, runs and bytes, list the 10 largest sessions and the
     events of each type, from the segments alone (no index, no server)."""
-    from .stats import collect, log_bytes
+    from .ops.stats import collect, log_bytes
 
     with byte_progress(lambda: log_bytes(data_dir), "stats", enabled=output_format == "text") as advance:
         report = collect(data_dir, on_bytes=advance, max_line=max_line())

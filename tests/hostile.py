@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eventsvc import EventStore
-from eventsvc.store import segments
+from eventsvc.store.files import segments
 
 GOOD, HIT = "good", "hit"  # HIT is the session each case damages; GOOD stays healthy
 LONG_LINE_BYTES = 48 * 1024 * 1024

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc.store import EventStore, seals
+from eventsvc.store import EventStore
+from eventsvc.store.files import seals
 
 EVENTSVC = Path(sys.executable).with_name("eventsvc")
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventsvc import EventStore
-from eventsvc.audit import ERROR, plan_audit, run_audit
+from eventsvc.ops.audit import ERROR, plan_audit, run_audit
 from hostile import build_store
 
 Snapshot = dict[str, tuple[str, bytes]]

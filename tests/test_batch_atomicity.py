@@ -12,7 +12,7 @@ import pytest
 
 from eventsvc import EventStore
 from eventsvc.errors import StorageFull
-from eventsvc.store import segments
+from eventsvc.store.files import segments
 
 
 class Crash(BaseException):
@@ -60,7 +60,7 @@ def test_a_batch_that_reached_the_disk_whole_is_indexed_after_a_crash(data_dir):
     script = textwrap.dedent(f"""
         import os, signal
         from eventsvc import EventStore
-        from eventsvc.store.index import Index
+        from eventsvc.store.files.index import Index
         store = EventStore({str(data_dir)!r})
         store.append("s1", {{"type": "status"}})
         Index.commit_append = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from eventsvc import EventStore
-from eventsvc.store import segments
+from eventsvc.store.files import segments
 
 EVENTSVC = Path(sys.executable).with_name("eventsvc")
 FORMULAS = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "=cmd|' /C calc'!A0"]

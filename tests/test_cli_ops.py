@@ -85,7 +85,7 @@ def test_reindex_refuses_while_another_process_holds_the_store_lock(data_dir, ap
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from eventsvc.store.locks import Locks
+        from eventsvc.store.files.locks import Locks
         with Locks(Path({str(data_dir / "locks")!r})).store(exclusive=True):
             print("locked", flush=True)
             sys.stdin.read()

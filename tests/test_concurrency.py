@@ -20,7 +20,7 @@ import pytest
 
 from eventsvc import EventStore
 from eventsvc.errors import RunSessionConflict, StoreBusy
-from eventsvc.store import segments
+from eventsvc.store.files import segments
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD_TIMEOUT = 60.0

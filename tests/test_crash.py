@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from eventsvc import EventStore
-from eventsvc.store import segments
+from eventsvc.store.files import segments
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "crash"

@@ -15,7 +15,7 @@ import pytest
 
 from eventsvc import EventStore
 from eventsvc.errors import StorageError, StorageFull
-from eventsvc.store import segments
+from eventsvc.store.files import segments
 
 
 class FaultyIO(segments.SegmentIO):

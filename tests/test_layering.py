@@ -48,7 +48,8 @@ def python_files(folder: Path) -> list[Path]:
 def test_imports_of_resolves_relative_imports():
     """The helper itself: a module known to import the store must be seen doing so."""
     assert reaches(imports_of(PACKAGE / "api" / "__init__.py"), "eventsvc.store")
-    assert reaches(imports_of(PACKAGE / "store" / "__init__.py"), "eventsvc.store.segments")
+    assert reaches(imports_of(PACKAGE / "store" / "files" / "__init__.py"), "eventsvc.store.files.segments")
+    assert reaches(imports_of(PACKAGE / "store" / "files" / "__init__.py"), "eventsvc.store.rules")
     assert reaches(imports_of(PACKAGE / "emitter.py"), "contextvars")
 
 
@@ -65,7 +66,7 @@ def test_store_never_imports_the_web_or_cli_layers(forbidden):
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
-@pytest.mark.parametrize(("forbidden",), [("eventsvc.store.segments",), ("eventsvc.store.index",)])
+@pytest.mark.parametrize(("forbidden",), [("eventsvc.store.files.segments",), ("eventsvc.store.files.index",)])
 def test_api_never_reaches_into_segments_or_index(forbidden):
     files = python_files(PACKAGE / "api")
     assert files
@@ -114,7 +115,7 @@ def test_importing_the_client_loads_no_server_module():
     assert loaded.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize(("forbidden",), [("eventsvc.store.segments",), ("eventsvc.store.index",), ("eventsvc.cli",)])
+@pytest.mark.parametrize(("forbidden",), [("eventsvc.store.files.segments",), ("eventsvc.store.files.index",), ("eventsvc.cli",)])
 def test_console_reads_through_the_store_only(forbidden):
     files = python_files(PACKAGE / "ui")
     assert files
@@ -127,13 +128,54 @@ def test_console_logic_is_free_of_flask(module):
     assert reaches(imports_of(PACKAGE / "ui" / module), "flask") == []
 
 
-@pytest.mark.parametrize(("forbidden",), [("flask",), ("werkzeug",), ("click",), ("eventsvc.api",),
-                                          ("eventsvc.store.segments",), ("eventsvc.store.index",)])
-def test_ops_use_stores_through_their_interface_never_the_web(forbidden):
+@pytest.mark.parametrize(("forbidden",), [("flask",), ("werkzeug",), ("click",), ("eventsvc.api",), ("eventsvc.ui",)])
+def test_ops_never_import_the_web(forbidden):
     files = python_files(PACKAGE / "ops")
     assert files
     offenders = {module_name(path): reaches(imports_of(path), forbidden) for path in files}
     assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize(("forbidden",), [("eventsvc.store.files",), ("eventsvc.store.postgres",)])
+def test_copy_moves_stores_through_their_interface(forbidden):
+    assert reaches(imports_of(PACKAGE / "ops" / "copy.py"), forbidden) == []
+
+
+SHARED_STORE_MODULES = ("base.py", "drafts.py", "rules.py", "listings.py", "watch.py")
+
+
+@pytest.mark.parametrize(("module",), [(name,) for name in SHARED_STORE_MODULES])
+def test_shared_store_modules_know_no_backend(module):
+    """What both backends share (the interface, envelope preparation, the append rules) depends on neither."""
+    imported = imports_of(PACKAGE / "store" / module)
+    assert reaches(imported, "eventsvc.store.files") + reaches(imported, "eventsvc.store.postgres") == []
+    assert reaches(imported, "sqlite3") + reaches(imported, "peewee") + reaches(imported, "psycopg") == []
+
+
+@pytest.mark.parametrize(("backend", "other"), [("files", "postgres"), ("postgres", "files")])
+def test_backends_never_import_each_other(backend, other):
+    offenders = {module_name(path): reaches(imports_of(path), f"eventsvc.store.{other}")
+                 for path in python_files(PACKAGE / "store" / backend)}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_store_folders_show_the_split():
+    store = PACKAGE / "store"
+    assert sorted(path.name for path in store.glob("*.py")) == sorted(("__init__.py", *SHARED_STORE_MODULES))
+    assert (store / "files" / "__init__.py").is_file() and (store / "postgres" / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize(("folder",), [("api",), ("ui",)])
+def test_the_web_layers_use_the_store_interface_only(folder):
+    """The HTTP API and the console reach a backend only through eventsvc.store (its face and interface)."""
+    offenders = {module_name(path): reaches(imports_of(path), "eventsvc.store.files")
+                 + reaches(imports_of(path), "eventsvc.store.postgres") for path in python_files(PACKAGE / folder)}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_offline_tools_live_in_ops():
+    loose = {path.name for path in PACKAGE.glob("*.py")} & {"audit.py", "stats.py", "export.py", "copy.py"}
+    assert not loose and not list(PACKAGE.glob("audit_*.py"))
 
 
 @pytest.mark.parametrize(("folder",), [("api",), ("ops",)])

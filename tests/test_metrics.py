@@ -12,7 +12,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventsvc import create_app
-from eventsvc.store import segments
+from eventsvc.store.files import segments
 from conftest import start_server
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -15,7 +15,7 @@ import pytest
 
 from eventsvc import EventStore, create_app
 from eventsvc.errors import RunNotFound, RunSessionConflict, StorageError, StorageFull
-from eventsvc.store import segments
+from eventsvc.store.files import segments
 
 INDEX_FILES = ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm")
 

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventsvc import EventStore
-from eventsvc.store.index import INDEX_FILE
-from eventsvc.store.locks import LOCK_FILES, LOCKS_DIR
-from eventsvc.store.segments import SEGMENTS_DIR
+from eventsvc.store.files.index import INDEX_FILE
+from eventsvc.store.files.locks import LOCK_FILES, LOCKS_DIR
+from eventsvc.store.files.segments import SEGMENTS_DIR
 
 from conftest import ROOT, STORE_NAMES, any_valid_id
 

@@ -21,7 +21,7 @@ import requests
 
 from eventsvc import EventStore, create_app
 from eventsvc.errors import StorageError, StorageFull
-from eventsvc.store import segments
+from eventsvc.store.files import segments
 
 from conftest import start_server
 

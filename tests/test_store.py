@@ -193,7 +193,7 @@ def test_a_batch_lands_in_one_segment_and_the_next_append_rolls(rolling_store, d
 
 
 def test_a_packed_page_unpacks_in_seq_order_whatever_order_sqlite_concatenated_it():
-    from eventsvc.store.index import unpacked
+    from eventsvc.store.files.index import unpacked
 
     assert unpacked((None, None, None, None)) == []
     assert unpacked(("1,2,5", "1,1,1", "0,10,40", "10,30,7")) == [(1, 1, 0, 10), (2, 1, 10, 30), (5, 1, 40, 7)]

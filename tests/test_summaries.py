@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from eventsvc import EventStore
 from eventsvc.errors import SessionNotFound, ValidationFailed
-from eventsvc.store import type_filter
+from eventsvc.store import rules
 from eventsvc.summaries import RunSummary, SessionSummary, fold
 
 TS = "2026-12-01T10:00:%02dZ"
@@ -274,7 +274,7 @@ def test_bad_listing_and_filter_arguments_are_refused(store, call):
 # -- type filters ------------------------------------------------------------------------------------
 
 def test_a_filtered_walk_sees_every_match_once_across_windows(store, monkeypatch):
-    monkeypatch.setattr(type_filter, "WINDOW", 50)
+    monkeypatch.setattr(rules, "TYPE_FILTER_WINDOW", 50)
     events = [{"type": "tool_call" if n % 97 == 0 else "user_message", "run_id": "r1" if n % 3 else None}
               for n in range(400)]
     store.append_many("s1", events)

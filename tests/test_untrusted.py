@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventsvc.store import untrusted
+from eventsvc.store.files import untrusted
 
 
 def reference(data: bytes, max_line: int) -> list[tuple[int, bytes | None, int, bool]]:

@@ -13,14 +13,35 @@ Every backend passes the same contract suite (tests/test_contract.py). Errors ar
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..types import EventTypeSet
-# The result types live with the files backend for now (users import them from eventsvc.store);
-# they are the protocol's too, and every backend returns exactly these.
-from . import AppendResult, Page, SummaryPage
+from .listings import SummaryPage
 
 __all__ = ["AppendResult", "Page", "Store", "SummaryPage"]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a read: the stored envelopes as the log's bytes (one JSON object each)."""
+
+    session_id: str
+    lines: list[bytes]
+    seqs: list[int]
+    has_more: bool
+    # The page looked at every event up to here: the last returned seq, or past it under a type
+    # filter (pass it as the next since_seq); since_seq when the page found nothing to look at.
+    next_since_seq: int
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    events: list[dict[str, Any]]
+    created: int  # how many of ``events`` this call stored; the rest were idempotent re-sends
+    # The stored JSON of each event this call wrote (None for a re-send): the API answers with
+    # these bytes rather than serialising the envelope a second time.
+    lines: list[bytes | None] = field(default_factory=list)
 
 
 @runtime_checkable

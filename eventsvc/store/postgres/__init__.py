@@ -16,7 +16,8 @@ import psycopg
 from ...errors import RunNotFound, SchemaMismatch, SessionNotFound, StorageError, ValidationFailed
 from ...schemas import EventInputSchema, is_valid_id
 from ...types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
-from .. import AppendResult, Page, listings, reads
+from .. import listings, rules
+from ..base import AppendResult, Page
 from ..drafts import AppendShortcuts, prepare
 from ..listings import SummaryPage
 from . import pages
@@ -93,7 +94,7 @@ class PostgresStore(AppendShortcuts):
 
     def read_page(self, session_id: str, *, run_id: str | None = None, since_seq: int = 0,
                   limit: int = 100, types: Iterable[str] | None = None) -> Page:
-        reads.check_page_bounds(since_seq, limit)
+        rules.check_page_bounds(since_seq, limit)
         wanted = self.check_types(types)
         if not is_valid_id(session_id) or (run_id is not None and not is_valid_id(run_id)):
             page = pages.page_of(session_id, [], limit, since_seq)  # no such id can be stored
@@ -108,7 +109,7 @@ class PostgresStore(AppendShortcuts):
 
     def read_run_page(self, run_id: str, *, since_seq: int = 0, limit: int = 100,
                       types: Iterable[str] | None = None) -> Page:
-        reads.check_page_bounds(since_seq, limit)
+        rules.check_page_bounds(since_seq, limit)
         wanted = self.check_types(types)
         if wanted is not None:
             session_id = self.run_session(run_id)
@@ -135,7 +136,7 @@ class PostgresStore(AppendShortcuts):
 
     def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int,
                    types: Iterable[str] | None) -> list[dict]:
-        reads.check_page_bounds(since_seq, limit)
+        rules.check_page_bounds(since_seq, limit)
         wanted = self.check_types(types)
         if wanted is None:
             return [json.loads(text) for _, text in self._rows(session_id, run_id, since_seq, limit)]

@@ -1,6 +1,6 @@
 """The read statements of the PostgreSQL backend: pages, type-filtered pages, lookups.
 
-A type-filtered page looks at no more than ``type_filter.WINDOW`` of the session's (or run's)
+A type-filtered page looks at no more than ``rules.TYPE_FILTER_WINDOW`` of the session's (or run's)
 rows past ``since_seq``, as the files backend does, and says how far it looked; envelopes are
 fetched for the matches only.
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import psycopg
 
 from .. import Page
-from .. import type_filter
+from .. import rules
 
 PAGE = "SELECT seq, envelope FROM event WHERE session_id = %s AND seq > %s ORDER BY seq LIMIT %s"
 RUN_PAGE = ("SELECT seq, envelope FROM event WHERE session_id = %s AND run_id = %s AND seq > %s "
@@ -49,7 +49,7 @@ def page_of(session_id: str, rows: list[tuple[int, str]], limit: int, since_seq:
 def filtered_page(conn: psycopg.Connection, session_id: str, run_id: str | None, types: Sequence[str], *,
                   since_seq: int, limit: int, window: int | None = None) -> Page:
     """Up to ``limit`` events of ``types`` among the next ``window`` rows; ``next_since_seq`` says how far it looked."""
-    window = window or type_filter.WINDOW  # read at each call, as the files backend does
+    window = window or rules.TYPE_FILTER_WINDOW  # read at each call, as the files backend does
     sql = _FILTERED.format(run="AND run_id = %(run)s" if run_id is not None else "")
     rows = conn.execute(sql, {"session": session_id, "run": run_id, "since": since_seq, "window": window,
                               "types": list(types), "limit": limit + 1}).fetchall()

@@ -8,7 +8,7 @@ stamp (one per append, from a sequence) that the append's decisions were made fr
 lock the update takes serialises appenders of a session across hosts, and one that lost the
 race writes nothing and starts over from the state now stored.
 
-Those decisions are the files backend's (``eventsvc.store.appends``: idempotent re-sends,
+Those decisions follow the files backend's rules (``eventsvc.store.rules``: idempotent re-sends,
 expected seqs, run ownership, sizes) and its fold of the run and session summaries, made in
 Python from the session's state: read in one statement (two round trips in all), or taken from
 what this process wrote last (``KnownSessions``: one round trip). A known state is a guess that
@@ -30,7 +30,8 @@ import psycopg.errors
 from ...errors import EventIdConflict, EventTooLarge, RunSessionConflict, SeqConflict, StorageError
 from ...jsoncodec import dumps_compact as dumps
 from ...summaries import RunSummary, SessionSummary, fold
-from .. import AppendResult, appends
+from .. import rules
+from ..base import AppendResult
 from ..drafts import Draft
 from . import summaries
 
@@ -193,15 +194,15 @@ def _attempt(conn: psycopg.Connection, session_id: str, drafts: list[Draft], max
              state: SessionState, known: KnownSessions) -> tuple[AppendResult, int] | None:
     """Decide from ``state`` and write; None when the session moved on since ``state``."""
     session, last_seq = state.session, state.session.last_seq
-    resent = appends.find_resent(drafts, state.stored) if state.stored else {}
+    resent = rules.find_resent(drafts, state.stored) if state.stored else {}
     fresh = [draft for draft in drafts if draft.event_id not in resent] if resent else drafts
     if not fresh:
         return AppendResult([resent[draft.event_id] for draft in drafts], 0), last_seq
-    appends.check_expected_seqs(fresh, last_seq)
+    rules.check_expected_seqs(fresh, last_seq)
     owners = {run.run_id: run.session_id for run in state.runs.values()}
-    claimed = {run_id for run_id, _ in appends.runs_to_claim(session_id, fresh, last_seq, owners)}
+    claimed = {run_id for run_id, _ in rules.runs_to_claim(session_id, fresh, last_seq, owners)}
     lines = [draft.line(seq) for seq, draft in enumerate(fresh, last_seq + 1)]
-    appends.check_sizes(fresh, lines, max_event_bytes)
+    rules.check_sizes(fresh, lines, max_event_bytes)
     runs = state.runs
     changed = fold(session, runs, ((seq, draft.run_id, draft.envelope["type"], draft.envelope["timestamp"])
                                    for seq, draft in enumerate(fresh, last_seq + 1)))

@@ -24,10 +24,10 @@ from .audit_checks import AuditError, Lifecycle, SeqSpans, usable_fields
 from .audit_index import IndexCheck
 from .audit_plan import AuditPlan, SessionUnit, plan_audit
 from .audit_seals import SealCheck
-from .schemas import StoredEnvelopeSchema, stored_envelope_is_valid
-from .store import segments, untrusted
-from .summaries import RunSummary, SessionSummary, fold
-from .types import EVENT_TYPES, EventTypeSet
+from ..schemas import StoredEnvelopeSchema, stored_envelope_is_valid
+from ..store.files import segments, untrusted
+from ..summaries import RunSummary, SessionSummary, fold
+from ..types import EVENT_TYPES, EventTypeSet
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 

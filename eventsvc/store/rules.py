@@ -1,21 +1,20 @@
-"""The steps of one append, between validation and the index commit (the caller holds the lock).
+"""The rules every backend applies before it writes: re-sends, expected seqs, run ownership, sizes, page bounds.
 
-Each step either returns what the next needs or raises the domain error that stops the
-append before anything is written; only ``write_log`` and ``undo_write`` touch the disk.
+Both backends call these with what they know of the session (its last seq, stored envelopes of
+re-sent ids, owners of the runs involved), so an append is refused for the same reasons, with
+the same error codes and details, whichever backend stores it. Each raises the domain error
+that stops the append before anything is written.
 """
 from __future__ import annotations
 
-import errno
-import logging
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
-from ..errors import EventIdConflict, EventTooLarge, RunSessionConflict, SeqConflict, StorageError, StorageFull
-from . import segments
+from ..errors import EventIdConflict, EventTooLarge, RunSessionConflict, SeqConflict, ValidationFailed
 from .drafts import Draft
 
-log = logging.getLogger(__name__)
+# A type-filtered page looks at no more than this many of the session's (or run's) events past
+# since_seq, matching or not, so that a rare type cannot turn one request into a scan of the log.
+TYPE_FILTER_WINDOW = 10_000
 
 
 def find_resent(drafts: list[Draft], stored: Iterable[dict]) -> dict[str, dict]:
@@ -73,50 +72,11 @@ def check_sizes(fresh: list[Draft], lines: list[bytes], max_event_bytes: int) ->
                             {"limit": max_event_bytes, "sizes": sizes})
 
 
-def index_rows(session_id: str, fresh: list[Draft], lines: list[bytes], last_seq: int,
-               segment: int, offset: int) -> tuple[list[tuple], int]:
-    """The index rows for lines written at ``offset`` of ``segment``, and the offset after them."""
-    rows = []
-    for seq, (draft, line) in enumerate(zip(fresh, lines), last_seq + 1):
-        env = draft.envelope
-        rows.append((session_id, seq, env["run_id"], env["type"], env["event_id"], env["timestamp"],
-                     segment, offset, len(line)))
-        offset += len(line)
-    return rows, offset
-
-
-def write_log(path: str, offset: int, data: bytes, *, fsync: bool, io: segments.SegmentIO) -> None:
-    """Append to the segment; raises StorageFull or StorageError with nothing left behind."""
-    try:
-        segments.append_at(path, offset, data, fsync=fsync, io=io)
-    except segments.TailMoved as exc:
-        raise StorageError(f"the log changed under the index: {exc}") from None
-    except OSError as exc:
-        if offset == 0:
-            _drop_empty(path)
-        raise storage_error(path, exc) from None
-
-
-def undo_write(path: str, offset: int) -> None:
-    """Cut the segment back to ``offset`` after an append that will not be acknowledged."""
-    try:
-        segments.truncate(path, offset)
-        if offset == 0:
-            _drop_empty(path)
-    except OSError as exc:
-        log.error("could not cut %s back to %d bytes (%s); the next append repairs it", path, offset, exc)
-
-
-def storage_error(path: str | Path, exc: OSError) -> StorageError:
-    log.error("write to %s failed: %s", path, exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull("no space left on the device holding the log")
-    return StorageError(f"the log could not be written ({os.strerror(exc.errno or errno.EIO)})")
-
-
-def _drop_empty(path: str) -> None:
-    try:
-        if os.stat(path).st_size == 0:
-            os.unlink(path)
-    except OSError:
-        pass
+def check_page_bounds(since_seq: int, limit: int) -> None:
+    problems = {}
+    if not isinstance(since_seq, int) or isinstance(since_seq, bool) or since_seq < 0:
+        problems["since_seq"] = ["must be an integer >= 0"]
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        problems["limit"] = ["must be an integer >= 1"]
+    if problems:
+        raise ValidationFailed("invalid page bounds", problems)

@@ -6,21 +6,11 @@ import os
 from itertools import groupby
 from operator import itemgetter
 
-from ..errors import StorageError, ValidationFailed
+from ...errors import StorageError
 from . import segments
 from .index import Location
 
 log = logging.getLogger(__name__)
-
-
-def check_page_bounds(since_seq: int, limit: int) -> None:
-    problems = {}
-    if not isinstance(since_seq, int) or isinstance(since_seq, bool) or since_seq < 0:
-        problems["since_seq"] = ["must be an integer >= 0"]
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        problems["limit"] = ["must be an integer >= 1"]
-    if problems:
-        raise ValidationFailed("invalid page bounds", problems)
 
 
 def read_lines(session_dir: str, locations: list[Location]) -> list[bytes]:

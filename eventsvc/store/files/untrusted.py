@@ -16,8 +16,8 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from ..jsoncodec import MAX_DEPTH, nesting_depth_exceeds
-from ..printable import printable
+from ...jsoncodec import MAX_DEPTH, nesting_depth_exceeds
+from ...printable import printable
 
 
 CHUNK = 1 << 20

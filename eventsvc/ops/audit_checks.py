@@ -1,6 +1,6 @@
 """The audit's per-session checks: seq spans and run lifecycles (no Flask, no click).
 
-``eventsvc.audit`` streams the lines and calls these; each keeps only what its check needs
+``eventsvc.ops.audit`` streams the lines and calls these; each keeps only what its check needs
 (spans of seqs, one small record per run), never the lines themselves.
 """
 from __future__ import annotations
@@ -9,10 +9,10 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
-from . import lifecycle
-from .errors import EventSvcError
-from .schemas import is_valid_id
-from .types import EventTypeSet
+from .. import lifecycle
+from ..errors import EventSvcError
+from ..schemas import is_valid_id
+from ..types import EventTypeSet
 
 Emit = Callable[[str, int, str, str], None]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .audit_checks import AuditError
-from .store import summary_index, untrusted
-from .store.index import INDEX_FILE, schema_problem
-from .summaries import RunSummary, SessionSummary
+from ..store.files import summary_index, untrusted
+from ..store.files.index import INDEX_FILE, schema_problem
+from ..summaries import RunSummary, SessionSummary
 
 Emit = Callable[[str, int, str, str], None]
 _ROW_FIELDS = ("segment", "offset", "length", "event_id", "run_id", "type", "timestamp")

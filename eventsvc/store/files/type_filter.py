@@ -1,6 +1,6 @@
 """Pages of events of some types only, answered from the index (non-matching lines are never read).
 
-A page looks at no more than ``WINDOW`` of the session's (or run's) rows past ``since_seq``, so a
+A page looks at no more than ``rules.TYPE_FILTER_WINDOW`` of the session's (or run's) rows past ``since_seq``, so a
 filter that matches little cannot turn one request into a scan of the whole log: the page then
 says how far it looked (``scanned_to``), and the caller passes that on as its next ``since_seq``.
 Run pages read the run index, which carries the type; session pages read the primary key.
@@ -11,8 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-WINDOW = 10_000  # rows looked at per page, matching or not
-
+from .. import rules
 
 @dataclass(frozen=True)
 class FilteredPage:
@@ -23,7 +22,7 @@ class FilteredPage:
 
 def page(conn: sqlite3.Connection, session_id: str, run_id: str | None, types: Sequence[str], *,
          since_seq: int, limit: int, window: int | None = None) -> FilteredPage:
-    window = window or WINDOW
+    window = window or rules.TYPE_FILTER_WINDOW  # read at each call, so a test can narrow it
     source = ("event INDEXED BY idx_session_event_run_seq WHERE session_id = ? AND run_id = ?"
               if run_id is not None else "event WHERE session_id = ?")
     keys = (session_id, run_id) if run_id is not None else (session_id,)

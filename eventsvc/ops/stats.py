@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .export import segments_root
-from .schemas import is_valid_id
-from .store import segments, untrusted
+from ..schemas import is_valid_id
+from ..store.files import segments, untrusted
 
 TOP_SESSIONS = 10
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from ..errors import StorageError, StoreBusy
+from ...errors import StorageError, StoreBusy
 
 LOCKS_DIR = "locks"
 STORE_LOCK, INDEX_LOCK, SESSIONS_LOCK, GATE_LOCK = "store.lock", "index.lock", "sessions.lock", "gate.lock"

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import EventSvcError, SessionNotFound
-from .jsoncodec import dumps_compact
-from .schemas import ENVELOPE_KEYS, ID_RULE, is_valid_id
-from .store import segments, untrusted
+from ..errors import EventSvcError, SessionNotFound
+from ..jsoncodec import dumps_compact
+from ..schemas import ENVELOPE_KEYS, ID_RULE, is_valid_id
+from ..store.files import segments, untrusted
 
 CLOUDEVENTS_SOURCE_PREFIX = "eventsvc/"
 _KEYS = frozenset(ENVELOPE_KEYS)

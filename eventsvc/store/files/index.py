@@ -20,7 +20,7 @@ from pathlib import Path
 
 import peewee as pw
 
-from ..errors import StorageError, StorageFull
+from ...errors import StorageError, StorageFull
 from . import summary_index, type_filter
 
 INDEX_FILE = "index.sqlite3"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from .store import seals, segments, untrusted
+from ..store.files import seals, segments, untrusted
 
 Emit = Callable[[str, int, str, str], None]
 MAX_SEAL_BYTES = 64 * 1024  # a seal is about 400 bytes

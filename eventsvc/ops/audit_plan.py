@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audit_checks import AuditError
-from .schemas import is_valid_id
-from .store import segments
-from .store.locks import LOCKS_DIR
-from .store.seals import SEAL_SUFFIX
-from .store.untrusted import kind
+from ..schemas import is_valid_id
+from ..store.files import segments
+from ..store.files.locks import LOCKS_DIR
+from ..store.files.seals import SEAL_SUFFIX
+from ..store.files.untrusted import kind
 
 _REGULAR = "a regular file"
 _DIRECTORY = "a directory"

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import StorageError
-from ..schemas import ENVELOPE_KEYS, is_valid_id
+from ...errors import StorageError
+from ...schemas import ENVELOPE_KEYS, is_valid_id
 from . import segments, untrusted
 from .index import INDEX_FILE, Index, SessionState
 from .locks import LOCKS_DIR

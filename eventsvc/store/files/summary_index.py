@@ -17,9 +17,9 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import Any
 
-from ..errors import RunSessionConflict
-from ..lifecycle import STATUSES
-from ..summaries import RunSummary, SessionSummary, fold
+from ...errors import RunSessionConflict
+from ...lifecycle import STATUSES
+from ...summaries import RunSummary, SessionSummary, fold
 
 _RUN_COLUMNS = ("run_id, session_id, first_seq, status, verify, last_seq, event_count, created_at, started_at,"
                 " ended_at, updated_at, blocked, warned, counts, touched")

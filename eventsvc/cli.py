@@ -64,14 +64,14 @@ def warn(message: str) -> None:
 
 
 def segment_size(path: Path) -> int:
-    from .store.segments import file_size
+    from .store.files.segments import file_size
 
     return file_size(path)
 
 
 def max_line() -> int:
     """The longest line the tools parse: the service's EVENTSVC_MAX_EVENT_BYTES (its default if unset or bad)."""
-    from .store.untrusted import DEFAULT_MAX_LINE
+    from .store.files.untrusted import DEFAULT_MAX_LINE
 
     try:
         return max(1, int(os.environ.get("EVENTSVC_MAX_EVENT_BYTES", "")))
@@ -87,7 +87,7 @@ def open_store(data_dir: Path, *, writing: bool = False):
     """The store of ``data_dir``; a tool that writes first refuses a folder holding a link or
     special file where the store keeps its own files (exit 2), so nothing outside is touched."""
     from .store import EventStore
-    from .store.recovery import check_data_folder
+    from .store.files.recovery import check_data_folder
 
     if not (data_dir / "segments").is_dir():
         fail(f"{data_dir} is not an eventsvc data folder (no segments/ inside)")

@@ -101,7 +101,12 @@ def on_exit(server):
 
 
 def post_worker_init(worker):
-    """Requests gunicorn refuses itself (414, 431, a malformed one) get the JSON error shape too."""
+    """Requests gunicorn refuses itself (414, 431, a malformed one) get the JSON error shape too.
+
+    The "ready" line tells an operator (and the tests) that this worker has loaded the app and
+    is about to serve: gunicorn's own "Booting worker" comes before the app is loaded.
+    """
     from eventsvc import http_errors
 
     http_errors.install()
+    worker.log.info("Worker ready (pid: %s)", worker.pid)

@@ -103,8 +103,10 @@ class Server:
 def start_server(data_dir: Path, log_path: Path, *, workers: int = 2, env: dict[str, str] | None = None,
                  timeout: float = 30.0, port: int | None = None) -> Server:
     """Start gunicorn with the make-run configuration on a free loopback port (or ``port``, to
-    restart a killed server where its clients expect it) and wait until it answers."""
+    restart a killed server where its clients expect it) and wait until it answers and every
+    worker has loaded the app (a worker still booting has no say in where connections go)."""
     port = port or free_port()
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     environ = {**os.environ, "EVENTSVC_DATA_DIR": str(data_dir), "EVENTSVC_BIND": f"127.0.0.1:{port}",
                "EVENTSVC_WORKERS": str(workers), **(env or {})}
     gunicorn = Path(sys.executable).with_name("gunicorn")
@@ -119,13 +121,23 @@ def start_server(data_dir: Path, log_path: Path, *, workers: int = 2, env: dict[
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.log()}")
         try:
-            if requests.get(server.url + "/healthz", timeout=5).status_code == 200:
+            if (requests.get(server.url + "/healthz", timeout=5).status_code == 200
+                    and _workers_ready(log_path, log_start, environ) >= workers):
                 return server
         except requests.RequestException:  # not listening yet, or still booting on a busy machine
             pass
         time.sleep(0.1)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{server.log()}")
+
+
+def _workers_ready(log_path: Path, start: int, environ: dict[str, str]) -> float:
+    """How many workers logged "Worker ready" since ``start`` (infinite when the log level hides it)."""
+    if environ.get("EVENTSVC_LOG_LEVEL", "info").lower() not in ("debug", "info"):
+        return float("inf")
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        return log.read().count(b"Worker ready (pid: ")
 
 
 @pytest.fixture

@@ -6,21 +6,27 @@ pages of events are the store's reads, parsed once for the templates.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NotFound, ValidationFailed
-from ..store import EventStore
+from ..store import EventStore, Page
 
 SCAN_PAGE = 1000  # events per read while drawing a timeline
 LISTING_PAGE = 1000  # the store's largest listing page
+# A filtered read looks at a bounded window of the log (``store.rules.TYPE_FILTER_WINDOW`` rows, in
+# both backends); a page of a rare type takes at most this many, then says how far it looked.
+FILTERED_READS = 10
 
 
 @dataclass(frozen=True)
 class EventsPage:
     events: list[dict[str, Any]]
     has_more: bool
+    # Where the next page starts (its since_seq): the last event's seq, or past it under a type
+    # filter, whose reads look at every event up to here whether they match or not.
+    next_since_seq: int
 
 
 def list_sessions(store: EventStore, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -56,14 +62,31 @@ def get_run(store: EventStore, run_id: str) -> dict[str, Any] | None:
     return store.get_run(run_id)
 
 
-def session_page(store: EventStore, session_id: str, *, since_seq: int, limit: int) -> EventsPage:
-    page = store.read_page(session_id, since_seq=since_seq, limit=limit)
-    return EventsPage([json.loads(line) for line in page.lines], page.has_more)
+def session_page(store: EventStore, session_id: str, *, since_seq: int, limit: int,
+                 types: list[str] | None = None) -> EventsPage:
+    """Up to ``limit`` of the session's events after ``since_seq`` (only of ``types``, if given)."""
+    return _filled(lambda since, most: store.read_page(session_id, since_seq=since, limit=most, types=types),
+                   since_seq=since_seq, limit=limit)
 
 
-def run_page(store: EventStore, run_id: str, *, since_seq: int, limit: int) -> EventsPage:
-    page = store.read_run_page(run_id, since_seq=since_seq, limit=limit)
-    return EventsPage([json.loads(line) for line in page.lines], page.has_more)
+def run_page(store: EventStore, run_id: str, *, since_seq: int, limit: int,
+             types: list[str] | None = None) -> EventsPage:
+    """Up to ``limit`` of the run's events after ``since_seq`` (only of ``types``, if given)."""
+    return _filled(lambda since, most: store.read_run_page(run_id, since_seq=since, limit=most, types=types),
+                   since_seq=since_seq, limit=limit)
+
+
+def _filled(read: Callable[[int, int], Page], *, since_seq: int, limit: int) -> EventsPage:
+    """One read, then more while a filtered read stopped at its window short of ``limit`` matches."""
+    page = read(since_seq, limit)
+    lines = list(page.lines)
+    for _ in range(FILTERED_READS - 1):
+        if len(lines) >= limit or not page.has_more or page.next_since_seq <= since_seq:
+            break
+        since_seq = page.next_since_seq
+        page = read(since_seq, limit - len(lines))
+        lines += page.lines
+    return EventsPage([json.loads(line) for line in lines], page.has_more, page.next_since_seq)
 
 
 def run_events(store: EventStore, run_id: str, *, cap: int | None = None) -> Iterator[dict[str, Any]]:

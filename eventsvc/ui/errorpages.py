@@ -6,7 +6,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import NotFound
 
-TITLES = {403: "Not allowed", 404: "Not found", 405: "Not allowed"}
+TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Not allowed"}
 
 
 def html_error(exc: HTTPException | NotFound) -> tuple[str, int] | Response:

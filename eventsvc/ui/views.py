@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, Response, abort, render_template, request, url_for
+from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from ..api import store
@@ -56,16 +56,25 @@ def session(session_id: str):
     summary = data.get_session(event_store, session_id)
     if summary is None:
         abort(404, f"No session {session_id!r} is stored here.")
-    page_count = max(1, math.ceil(summary["last_seq"] / EVENTS_PER_PAGE))
-    page_number = _number_arg("page", default=1, highest=page_count)
-    page = data.session_page(event_store, session_id, since_seq=(page_number - 1) * EVENTS_PER_PAGE,
-                             limit=EVENTS_PER_PAGE)
-    rows = event_rows(page.events, event_store.event_types)
-    live = page_number == page_count
+    types = _type_filter(clear_href=url_for("ui.session", session_id=session_id))
     runs = data.list_session_runs(event_store, session_id, limit=RUNS_SHOWN)
-    return render_template("ui/session.html", session=summary, runs=runs,
-                           rows=rows, page_number=page_number, page_count=page_count, live=live,
-                           last_seq=rows[-1].seq if rows else 0, **_live_context(rows))
+    if types is None:
+        # Seqs have no gaps, so a page number says where a page starts and how many there are.
+        page_count = max(1, math.ceil(summary["last_seq"] / EVENTS_PER_PAGE))
+        page_number = _number_arg("page", default=1, highest=page_count)
+        since_seq = (page_number - 1) * EVENTS_PER_PAGE
+        page = data.session_page(event_store, session_id, since_seq=since_seq, limit=EVENTS_PER_PAGE)
+        live = page_number == page_count
+    else:
+        # Filtered pages start where the previous one stopped looking: a cursor, not a number.
+        page_count = page_number = 0
+        since_seq = _number_arg("since_seq", default=0, highest=summary["last_seq"], lowest=0)
+        page = data.session_page(event_store, session_id, since_seq=since_seq, limit=EVENTS_PER_PAGE, types=types)
+        live = not page.has_more
+    rows = event_rows(page.events, event_store.event_types)
+    return render_template("ui/session.html", session=summary, runs=runs, rows=rows, page_number=page_number,
+                           page_count=page_count, live=live, since_seq=since_seq, page=page,
+                           last_seq=_resume_after(rows, page, types), **_filter_context(types))
 
 
 @bp.get("/ui/runs/<run_id>")
@@ -74,15 +83,19 @@ def run(run_id: str):
     summary = data.get_run(event_store, run_id)
     if summary is None:
         abort(404, f"No run {run_id!r} is stored here.")
+    types = _type_filter(clear_href=url_for("ui.run", run_id=run_id))
     since_seq = _number_arg("since_seq", default=0, highest=summary["last_seq"] or 0, lowest=0)
-    page = data.run_page(event_store, run_id, since_seq=since_seq, limit=EVENTS_PER_PAGE)
+    page = data.run_page(event_store, run_id, since_seq=since_seq, limit=EVENTS_PER_PAGE, types=types)
     rows = event_rows(page.events, event_store.event_types)
     live = not page.has_more and summary["status"] not in TERMINAL_STATUSES
     shown = {row.seq for row in rows}
-    return render_template("ui/run.html", run=summary, rows=rows, since_seq=since_seq, has_more=page.has_more,
-                           live=live, last_seq=rows[-1].seq if rows else since_seq,
-                           timeline=_timeline(run_id, lambda seq: seq in shown or (live and seq > since_seq)),
-                           **_live_context(rows))
+
+    def on_page(seq: int, event_type: str) -> bool:
+        return seq in shown or (live and seq > since_seq and (types is None or event_type in types))
+
+    return render_template("ui/run.html", run=summary, rows=rows, since_seq=since_seq, page=page, live=live,
+                           last_seq=_resume_after(rows, page, types),
+                           timeline=_timeline(run_id, on_page, types), **_filter_context(types))
 
 
 @bp.get("/ui/runs/<run_id>/live")
@@ -91,9 +104,10 @@ def run_live(run_id: str):
     summary = data.get_run(store(), run_id)
     if summary is None:
         abort(404, f"No run {run_id!r} is stored here.")
+    types = _type_filter(clear_href=url_for("ui.run_live", run_id=run_id))
     since_seq = _number_arg("since_seq", default=0, highest=summary["last_seq"] or 0, lowest=0)
-    return render_template("ui/_run_live.html", run=summary,
-                           timeline=_timeline(run_id, lambda seq: seq > since_seq))
+    return render_template("ui/_run_live.html", run=summary, timeline=_timeline(
+        run_id, lambda seq, event_type: seq > since_seq and (types is None or event_type in types), types))
 
 
 @bp.route("/ui/<path:unknown>")
@@ -101,20 +115,68 @@ def unknown_page(unknown: str):
     abort(404, "There is no such page in the console.")
 
 
-def _timeline(run_id: str, on_page: Callable[[int], bool]) -> Timeline:
+def _timeline(run_id: str, on_page: Callable[[int, str], bool], types: list[str] | None) -> Timeline:
+    """The run's picture; a mark links to its row here, or to the page that starts with it.
+
+    That page keeps the filter when the mark's event passes it, and shows every type otherwise.
+    """
+    events = list(data.run_events(store(), run_id, cap=TIMELINE_EVENTS))
+    type_of = {event["seq"]: event["type"] for event in events}
+    kept = ",".join(types) if types else None
+
     def href_for(seq: int) -> str:
-        if on_page(seq):
+        if on_page(seq, type_of[seq]):
             return f"#ev-{seq}"
-        return url_for("ui.run", run_id=run_id, since_seq=seq - 1) + f"#ev-{seq}"
+        passes = types is not None and type_of[seq] in types
+        return url_for("ui.run", run_id=run_id, since_seq=seq - 1, types=kept if passes else None) + f"#ev-{seq}"
 
-    return draw(list(data.run_events(store(), run_id, cap=TIMELINE_EVENTS)), href_for=href_for)
+    return draw(events, href_for=href_for)
 
 
-def _live_context(rows: list[EventRow]) -> dict[str, Any]:
-    """What the page's script needs to follow the stream, and the types its filter starts with."""
+def _type_filter(*, clear_href: str) -> list[str] | None:
+    """The page's ``types=`` filter, in registry order; None shows every type.
+
+    The form sends ``types=a&types=b``; that, and any other spelling of a filter (every type
+    ticked, names repeated or out of order), is redirected to the one spelling ``types=a,b``, so
+    a page's links and its live stream say it the same way; ``types=`` naming nothing shows every
+    type. An unregistered name is a 400 page.
+    """
+    given = request.args.getlist("types")
+    if not given:
+        return None
     registry = store().event_types
+    named = dict.fromkeys(name.strip() for value in given for name in value.split(",") if name.strip())
+    unknown = [name for name in named if name not in registry]
+    if unknown:
+        listed = ", ".join(repr(name[:64]) for name in unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        abort(make_response(render_template(
+            "ui/error.html", status=400, title="Unknown event type",
+            message=f"No event type {listed} is registered here, so nothing can be filtered by it.",
+            link=(clear_href, "Show every type")), 400))
+    types = [name for name in registry if name in named]
+    spelled = ",".join(types) if 0 < len(types) < len(registry) else None
+    if given != [spelled]:
+        args: dict[str, Any] = {**request.args.to_dict(flat=False), "types": spelled}  # None drops it
+        abort(redirect(url_for(request.endpoint or "ui.sessions", **{**args, **(request.view_args or {})})))
+    return types
+
+
+def _resume_after(rows: list[EventRow], page: data.EventsPage, types: list[str] | None) -> int:
+    """The seq a live page follows the stream from: past every event this page looked at."""
+    if types is not None and not page.has_more:
+        return page.next_since_seq
+    return rows[-1].seq if rows else page.next_since_seq
+
+
+def _filter_context(types: list[str] | None) -> dict[str, Any]:
+    """The type filter's boxes (every registered type, by category) and what the page's script needs."""
+    registry = store().event_types
+    groups: dict[str, list[str]] = {}
+    for name, event_type in registry.items():
+        groups.setdefault(event_type.category, []).append(name)
     return {"event_types": list(registry), "categories": {name: t.category for name, t in registry.items()},
-            "filter_types": sorted({(row.type, row.category) for row in rows})}
+            "type_groups": list(groups.items()), "types": types, "types_query": ",".join(types) if types else None,
+            "per_page": EVENTS_PER_PAGE}
 
 
 def _number_arg(name: str, *, default: int, highest: int, lowest: int = 1) -> int:

@@ -1,8 +1,8 @@
 """One append or batch as one PostgreSQL transaction, serialised per session (as Message DB does).
 
 A transaction-scoped advisory lock keyed by the session id is taken first; the state read
-after it (last seq, stored ids, run owners) is therefore current, and the same checks as the
-files backend (``eventsvc.store.files.appends``) decide what to write. The writes, the session's
+after it (last seq, stored ids, run owners) is therefore current, and the same rules as the
+files backend (``eventsvc.store.rules``) decide what to write. The writes, the session's
 new last seq and the NOTIFY that wakes every host's readers are one statement, committed
 together or not at all: no gap after a rollback, no duplicate, nothing half-written. The run and
 session summaries the append changes are folded in Python (the files backend's fold) and

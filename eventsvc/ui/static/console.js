@@ -1,4 +1,4 @@
-/* eventsvc console: the type filter, and live updates over the SSE API.
+/* eventsvc console: the type filter's form, and live updates over the SSE API.
    Builds every node with textContent (never HTML from data); no eval, no inline script. */
 (function () {
   "use strict";
@@ -23,50 +23,30 @@
     return when.toISOString().replace("T", " ").replace(/\.000Z$|Z$/, "") + " UTC";
   }
 
-  /* -- the type filter ------------------------------------------------------------------ */
+  /* -- the type filter ------------------------------------------------------------------
+     A plain GET form (the server narrows the list across pages); the script only adds
+     "tick all / none" and keeps the form from asking for no type at all. */
 
-  function TypeFilter(fieldset, rows) {
-    this.fieldset = fieldset;
-    this.rows = rows;
-    this.count = document.getElementById("filter-count");
-    this.boxes = document.getElementById("filter-boxes");
-    var self = this;
-    fieldset.hidden = false;
-    fieldset.addEventListener("change", function () { self.apply(); });
-    fieldset.querySelector("[data-filter-all]").addEventListener("click", function () { self.setAll(true); });
-    fieldset.querySelector("[data-filter-none]").addEventListener("click", function () { self.setAll(false); });
-    this.apply();
+  function typeFilterForm(form) {
+    var boxes = form.querySelectorAll("input[type=checkbox]");
+    var apply = form.querySelector("button[type=submit]");
+    var ticks = form.querySelector(".filter-ticks");
+    function update() {
+      var ticked = 0;
+      boxes.forEach(function (box) { if (box.checked) { ticked += 1; } });
+      apply.disabled = ticked === 0;
+      apply.title = ticked === 0 ? "Tick at least one type" : "";
+    }
+    function setAll(checked) {
+      boxes.forEach(function (box) { box.checked = checked; });
+      update();
+    }
+    if (ticks) { ticks.hidden = false; }
+    form.addEventListener("change", update);
+    form.querySelector("[data-filter-all]").addEventListener("click", function () { setAll(true); });
+    form.querySelector("[data-filter-none]").addEventListener("click", function () { setAll(false); });
+    update();
   }
-
-  TypeFilter.prototype.shown = function () {
-    var shown = {};
-    this.boxes.querySelectorAll("input[type=checkbox]").forEach(function (box) { shown[box.value] = box.checked; });
-    return shown;
-  };
-
-  TypeFilter.prototype.setAll = function (checked) {
-    this.boxes.querySelectorAll("input[type=checkbox]").forEach(function (box) { box.checked = checked; });
-    this.apply();
-  };
-
-  TypeFilter.prototype.apply = function () {
-    var shown = this.shown(), visible = 0, total = 0;
-    this.rows.querySelectorAll("tr[data-type]").forEach(function (row) {
-      row.hidden = shown[row.dataset.type] === false;
-      total += 1;
-      if (!row.hidden) { visible += 1; }
-    });
-    this.count.textContent = visible === total ? total + " shown" : visible + " of " + total + " shown";
-  };
-
-  TypeFilter.prototype.know = function (type, category) {
-    if (this.shown()[type] !== undefined) { return; }
-    var label = node("label", "cat-" + category), box = node("input");
-    box.type = "checkbox"; box.name = "type"; box.value = type; box.checked = true;
-    label.appendChild(box);
-    label.appendChild(document.createTextNode(" " + type));
-    this.boxes.appendChild(label);
-  };
 
   /* -- rows and badges ------------------------------------------------------------------ */
 
@@ -78,7 +58,9 @@
     cell.appendChild(link); row.appendChild(cell);
     cell = node("td", "time"); var time = node("time", null, exactTime(event.timestamp));
     time.dateTime = event.timestamp; cell.appendChild(time); row.appendChild(cell);
-    cell = node("td"); cell.appendChild(node("span", "type cat-" + category, event.type)); row.appendChild(cell);
+    cell = node("td"); link = node("a", "type cat-" + category, event.type);
+    link.href = "?types=" + encodeURIComponent(event.type); link.title = "Show only " + event.type + " events";
+    cell.appendChild(link); row.appendChild(cell);
     cell = node("td", "id");
     if (typeof event.run_id === "string") {
       link = node("a", null, event.run_id); link.href = "/ui/runs/" + encodeURIComponent(event.run_id);
@@ -140,10 +122,10 @@
 
   /* -- live ----------------------------------------------------------------------------- */
 
-  function Live(page, filter) {
+  function Live(page) {
     this.page = page;
-    this.filter = filter;
     this.base = page.dataset.stream;
+    this.filter = page.dataset.filter || "";  // the page's types=, so the stream sends only matching events
     this.lastSeq = parseInt(page.dataset.lastSeq, 10) || 0;
     this.types = JSON.parse(page.dataset.types);
     this.categories = JSON.parse(page.dataset.categories);
@@ -164,11 +146,13 @@
   Live.prototype.open = function () {
     var self = this;
     // Resume after the last event shown; on its own reconnects EventSource sends Last-Event-ID.
-    var source = new EventSource(this.base + "?since_seq=" + this.lastSeq);
+    var source = new EventSource(this.base + "?since_seq=" + this.lastSeq +
+      (this.filter ? "&types=" + encodeURIComponent(this.filter) : ""));
     this.source = source;
     source.onopen = function () { self.show("live", "Live: new events appear as they are appended."); };
-    source.onerror = function () {
-      if (self.ended) { return; }
+    source.onerror = function (failure) {
+      // An event of our own type "error" arrives as a MessageEvent named "error" too: not a failure.
+      if (self.ended || failure instanceof MessageEvent) { return; }
       self.show("reconnecting", "Reconnecting… (events appended meanwhile will follow, each once)");
       if (source.readyState === EventSource.CLOSED) {
         self.source = null;
@@ -188,9 +172,10 @@
     var category = this.categories[event.type] || "extra";
     var none = document.getElementById("no-events");
     if (none) { none.remove(); }
+    this.rows.closest(".table-wrap").classList.remove("empty");
     this.rows.appendChild(eventRow(event, category));
-    if (this.filter) { this.filter.know(event.type, category); this.filter.apply(); }
-    var count = document.getElementById("event-count");
+    // Under a filter the stream brings matching events only: count those, not the session's.
+    var count = document.getElementById(this.filter ? "shown-count" : "event-count");
     if (count) { count.textContent = String((parseInt(count.textContent, 10) || 0) + 1); }
     if (this.page.dataset.kind === "run") {
       followLifecycle(document.getElementById("run-live"), event);
@@ -231,10 +216,9 @@
 
   function start() {
     var page = document.getElementById("page");
-    var rows = document.getElementById("event-rows");
-    var fieldset = document.getElementById("type-filter");
-    var filter = fieldset && rows ? new TypeFilter(fieldset, rows) : null;
-    if (page && page.dataset.stream && window.EventSource) { new Live(page, filter); }
+    var form = document.getElementById("filter-form");
+    if (form) { typeFilterForm(form); }
+    if (page && page.dataset.stream && window.EventSource) { new Live(page); }
   }
 
   start();

@@ -405,7 +405,8 @@ class Index:
         return Location(*row) if row else None
 
     def before_append(self, session_id: str, event_ids: Sequence[str], run_ids: Iterable[str]) -> BeforeAppend:
-        """The checkpoint, the stored ones of ``event_ids`` and the owners of ``run_ids``, in one statement.
+        """The checkpoint and summary, the stored ones of ``event_ids`` and the owners and summaries of
+        ``run_ids``, in one statement.
 
         One statement rather than three: each is a read transaction of its own, and each step
         of one gives up the interpreter lock.

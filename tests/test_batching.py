@@ -73,26 +73,58 @@ def pending(n: int, size: int = 10, since: float = 0.0) -> Pending:
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 400)), min_size=1, max_size=200),
-       st.integers(1, 7), st.integers(1, 1200))
-def test_batches_keep_emit_order_and_limits_with_one_in_flight_per_session(adds, max_batch, max_bytes):
+       st.integers(1, 7), st.integers(1, 1200), st.lists(st.booleans(), min_size=1))
+def test_batches_keep_emit_order_and_limits_with_one_in_flight_per_session(adds, max_batch, max_bytes, chains):
+    """Whether the dispatcher cuts a session's next batch or its sender takes it at once."""
     batcher = Batcher(linger=0.005, max_batch=max_batch, max_batch_bytes=max_bytes)
     for n, (session, size) in enumerate(adds):
         batcher.add(f"s{session}", Pending({"n": n}, b"x" * size, None, 0.0))
     sent: dict[str, list[int]] = defaultdict(list)
+    in_flight: dict[str, list[Pending]] = {}
+    turns = 0
+
+    def record(session: str, batch: list[Pending]) -> None:
+        assert session not in in_flight
+        assert len(batch) <= max_batch
+        assert len(batch) == 1 or sum(len(item.line) for item in batch) + len(batch) + 1 <= max_bytes
+        sent[session].extend(item.event["n"] for item in batch)
+        in_flight[session] = batch
+
     while batcher.pending:
         due, _ = batcher.take_due(1.0, urgent=False)
-        assert due and len({session for session, _ in due}) == len(due)
-        assert batcher.take_due(1.0, urgent=True) == ([], None)  # the rest wait for their session's batch
+        assert len({session for session, _ in due}) == len(due)
         for session, batch in due:
-            assert len(batch) <= max_batch
-            assert len(batch) == 1 or sum(len(item.line) for item in batch) + len(batch) + 1 <= max_bytes
-            sent[session] += [item.event["n"] for item in batch]
-        for session, _ in due:
+            record(session, batch)
+        assert in_flight
+        assert batcher.take_due(1.0, urgent=True) == ([], None)  # the rest wait for their session's batch
+        for session in list(in_flight):
+            assert batcher.take_next(session, 1.0, urgent=True) is None  # its batch is not done yet
             batcher.done(session)
+            del in_flight[session]
+            turns += 1
+            if chains[turns % len(chains)]:
+                batch = batcher.take_next(session, 1.0, urgent=False)
+                if batch is not None:
+                    record(session, batch)
     expected: dict[str, list[int]] = defaultdict(list)
     for n, (session, _) in enumerate(adds):
         expected[f"s{session}"].append(n)
     assert sent == expected
+
+
+def test_a_resolved_session_hands_its_next_batch_to_its_sender_only_when_due():
+    batcher = Batcher(linger=0.005, max_batch=2, max_batch_bytes=1000)
+    for n in range(5):
+        batcher.add("a", pending(n, since=10.0))
+    [(session, first)] = batcher.take_due(10.0, urgent=False)[0]  # full: due without lingering
+    assert [item.event["n"] for item in first] == [0, 1]
+    batcher.done("a")
+    assert [item.event["n"] for item in batcher.take_next("a", 10.0, urgent=False)] == [2, 3]
+    batcher.done("a")
+    assert batcher.take_next("a", 10.001, urgent=False) is None  # one left: it lingers, the dispatcher's turn
+    assert [item.event["n"] for item in batcher.take_next("a", 10.005, urgent=False)] == [4]
+    batcher.done("a")
+    assert batcher.take_next("a", 11.0, urgent=True) is None and batcher.pending == 0
 
 
 def test_a_batch_waits_for_linger_unless_full_or_urgent():
@@ -181,12 +213,13 @@ def test_run_scope_gives_each_thread_and_task_its_run_id(client):
 
 
 @pytest.mark.slow
-def test_sixteen_threads_store_every_event_once_in_emit_order(client):
+@pytest.mark.parametrize("senders", [8, 2])  # 2: fewer senders than sessions, so senders take turns
+def test_sixteen_threads_store_every_event_once_in_emit_order(client, senders):
     sessions = [new_id("threads") for _ in range(SESSIONS)]
     results: list[list[Future]] = [[] for _ in range(THREADS)]
     order = threading.Lock()
     counter = iter(range(1, THREADS * PER_THREAD + 1))
-    with BatchingEmitter(client, source="agent") as emitter:
+    with BatchingEmitter(client, source="agent", senders=senders) as emitter:
         def writer(w: int) -> None:
             for i in range(PER_THREAD):
                 session_id = sessions[(w + i) % SESSIONS]
@@ -339,13 +372,14 @@ def run(coroutine):
 
 
 @pytest.mark.slow
-def test_sixteen_tasks_store_every_event_once_in_emit_order(server):
+@pytest.mark.parametrize("senders", [8, 2])  # 2: fewer slots than sessions, so senders take turns
+def test_sixteen_tasks_store_every_event_once_in_emit_order(server, senders):
     sessions = [new_id("tasks") for _ in range(SESSIONS)]
     emitted: dict[str, list[int]] = defaultdict(list)  # per session, the global emit counter in call order
 
     async def scenario() -> list[dict]:
         counter = 0
-        async with AsyncEventClient(server.url) as client, AsyncBatchingEmitter(client) as emitter:
+        async with AsyncEventClient(server.url) as client, AsyncBatchingEmitter(client, senders=senders) as emitter:
             async def writer(w: int) -> list[dict]:
                 nonlocal counter
                 envelopes = []

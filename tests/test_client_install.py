@@ -54,7 +54,7 @@ def test_the_readme_install_line_gives_a_working_client_without_the_server_stack
     listing = subprocess.run([str(bin_dir / "pip"), "list", "--format=json", "--disable-pip-version-check"],
                              capture_output=True, text=True, check=True, env=env)
     names = {package["name"].lower() for package in json.loads(listing.stdout)}
-    assert {"eventsvc", "httpx", "httpx-sse"} <= names
+    assert {"eventsvc", "httpx", "httpx-sse", "sniffio"} <= names
     assert names & SERVER_STACK == set()
 
     use = """

@@ -3,8 +3,9 @@ sent as one array POST per session per ``linger`` window.
 
 A dispatcher task cuts due batches (``Batcher``, shared with the sync emitter) and starts one
 sender task per batch, at most ``senders`` at once; each session has at most one batch in
-flight, so its events are stored in the order ``emit`` was called. All of it runs on the event
-loop of the first emit: use one emitter per loop.
+flight, so its events are stored in the order ``emit`` was called. A sender that resolves a
+session's batch sends the session's next one itself when it is due and a slot is free. All of
+it runs on the event loop of the first emit: use one emitter per loop.
 """
 from __future__ import annotations
 
@@ -129,22 +130,32 @@ class AsyncBatchingEmitter:
             except asyncio.TimeoutError:
                 pass
 
-    async def _send(self, session_id: str, batch: list[Pending]) -> None:
-        try:
-            async with self._slots:
-                parts = deque([batch])
-                while parts:
-                    part = parts.popleft()
-                    try:
-                        stored = await self._append(session_id, part)
-                    except Exception as error:
-                        batches.settle_failed(part, error, parts)
-                    else:
-                        batches.settle_stored(part, stored)
-        finally:
-            self._batcher.done(session_id)
-            self._wake.set()
-            self._room.set()
+    async def _send(self, session_id: str, batch: list[Pending] | None) -> None:
+        """Send the session's batch, then its next one while it is due and no other batch waits
+        for a sender's slot (so a busy session cannot keep a slot from the others)."""
+        while batch is not None:
+            sent = False
+            try:
+                async with self._slots:
+                    await self._send_batch(session_id, batch)
+                sent = True
+            finally:
+                self._batcher.done(session_id)
+                batch = None if not sent or self._slots.locked() else self._batcher.take_next(
+                    session_id, time.monotonic(), urgent=self._urgent > 0 or self._closed)
+                self._wake.set()
+                self._room.set()
+
+    async def _send_batch(self, session_id: str, batch: list[Pending]) -> None:
+        parts = deque([batch])
+        while parts:
+            part = parts.popleft()
+            try:
+                stored = await self._append(session_id, part)
+            except Exception as error:
+                batches.settle_failed(part, error, parts)
+            else:
+                batches.settle_stored(part, stored)
 
     async def _append(self, session_id: str, part: list[Pending]) -> list[dict[str, Any]]:
         """One array POST, re-sent (the same events, the same ids) while the server cannot answer."""

@@ -118,16 +118,12 @@ class Batcher:
         the next emit or completion). ``urgent`` (flush, close) sends without lingering."""
         batches: list[tuple[str, list[Pending]]] = []
         next_due: float | None = None
-        for session_id, queue in list(self._queues.items()):
+        for session_id in list(self._queues):
             if session_id in self._in_flight:
                 continue
-            due = queue[0].since + self.linger
-            if urgent or due <= now or len(queue) >= self.max_batch:
-                batch = self._cut(queue)
-                self._in_flight[session_id] = batch
+            batch, due = self._take(session_id, now, urgent=urgent)
+            if batch is not None:
                 batches.append((session_id, batch))
-                if not queue:
-                    del self._queues[session_id]
             elif next_due is None or due < next_due:
                 next_due = due
         return batches, next_due
@@ -136,11 +132,31 @@ class Batcher:
         """The session's batch is resolved (every future has its envelope or its error)."""
         self.pending -= len(self._in_flight.pop(session_id))
 
+    def take_next(self, session_id: str, now: float, *, urgent: bool) -> list[Pending] | None:
+        """The session's next batch if it is due already (marked in flight), else None. For the
+        sender that has just resolved the session's batch: under load the next batch's events
+        have waited through that whole POST, and handing them to the dispatcher and then to
+        another sender would add two thread (or task) wake-ups to their wait."""
+        if session_id in self._in_flight or session_id not in self._queues:
+            return None
+        return self._take(session_id, now, urgent=urgent)[0]
+
     def unresolved(self) -> list[Any]:
         """The futures of every emit not yet resolved, queued or in flight."""
         futures = [item.future for batch in self._in_flight.values() for item in batch]
         futures += [item.future for queue in self._queues.values() for item in queue]
         return futures
+
+    def _take(self, session_id: str, now: float, *, urgent: bool) -> tuple[list[Pending] | None, float]:
+        """(the session's next batch, marked in flight, or None; when its head falls due)."""
+        queue = self._queues[session_id]
+        due = queue[0].since + self.linger
+        if not (urgent or due <= now or len(queue) >= self.max_batch):
+            return None, due
+        batch = self._in_flight[session_id] = self._cut(queue)
+        if not queue:
+            del self._queues[session_id]
+        return batch, due
 
     def _cut(self, queue: deque[Pending]) -> list[Pending]:
         batch = [queue.popleft()]

@@ -3,8 +3,9 @@ per ``linger`` window instead of one POST (and one fsync) per event.
 
 A dispatcher thread cuts due batches (``Batcher``) and hands them to a few sender threads; each
 session has at most one batch in flight, so its events are stored in the order ``emit`` was
-called. Event ids are fixed at the emit, so a batch re-sent after a lost answer, a 503 or a
-restart of the server is stored exactly once.
+called. A sender that resolves a session's batch sends the session's next one itself when it is
+due, unless another session's batch waits for a sender. Event ids are fixed at the emit, so a
+batch re-sent after a lost answer, a 503 or a restart of the server is stored exactly once.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class BatchingEmitter(EventEmitter):
         self._room = threading.Condition(self._lock)  # emitters waiting for max_pending
         self._closed = False
         self._urgent = 0
+        self._waiting_sends = 0  # batches handed to the sender pool that no sender has started yet
         self._senders = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="eventsvc-batch-send")
         self._dispatcher = threading.Thread(target=self._dispatch, name="eventsvc-batch-dispatch", daemon=True)
         self._dispatcher.start()
@@ -123,25 +125,38 @@ class BatchingEmitter(EventEmitter):
                     if self._closed and self._batcher.pending == 0:
                         return
                     self._wake.wait(None if next_due is None else next_due - now)
+                self._waiting_sends += len(due)
             for session_id, batch in due:
                 self._senders.submit(self._send, session_id, batch)
 
-    def _send(self, session_id: str, batch: list[Pending]) -> None:
-        try:
-            parts = deque([batch])
-            while parts:
-                part = parts.popleft()
-                try:
-                    stored = self._append(session_id, part)
-                except Exception as error:
-                    batches.settle_failed(part, error, parts)
-                else:
-                    batches.settle_stored(part, stored)
-        finally:
-            with self._lock:
-                self._batcher.done(session_id)
-                self._wake.notify()
-                self._room.notify_all()
+    def _send(self, session_id: str, batch: list[Pending] | None) -> None:
+        """Send the session's batch, then its next one while it is due and no other session's
+        batch waits for a sender (so a busy session cannot keep a sender from the others)."""
+        with self._lock:
+            self._waiting_sends -= 1
+        while batch is not None:
+            sent = False
+            try:
+                self._send_batch(session_id, batch)
+                sent = True
+            finally:
+                with self._lock:
+                    self._batcher.done(session_id)
+                    batch = None if not sent or self._waiting_sends else self._batcher.take_next(
+                        session_id, time.monotonic(), urgent=self._urgent > 0 or self._closed)
+                    self._wake.notify()
+                    self._room.notify_all()
+
+    def _send_batch(self, session_id: str, batch: list[Pending]) -> None:
+        parts = deque([batch])
+        while parts:
+            part = parts.popleft()
+            try:
+                stored = self._append(session_id, part)
+            except Exception as error:
+                batches.settle_failed(part, error, parts)
+            else:
+                batches.settle_stored(part, stored)
 
     def _append(self, session_id: str, part: list[Pending]) -> list[dict[str, Any]]:
         """One array POST, re-sent (the same events, the same ids) while the server cannot answer."""

@@ -309,7 +309,7 @@ class EventStore(AppendShortcuts):
         rows, end = appends.index_rows(session_id, fresh, lines, last_seq, segment, offset)
         new_state = SessionState(session_id, last_seq + len(fresh), segment, end)
         try:
-            self._index.commit_append(new_state, rows, marked=len(lines) > 1)
+            self._index.commit_append(new_state, rows, known, marked=len(lines) > 1)
         except BaseException:
             # Not acknowledged, so not kept: cut the log back to where the index ends.
             appends.undo_write(path, offset)

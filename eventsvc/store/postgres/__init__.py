@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from ...errors import RunNotFound, SchemaMismatch, SessionNotFound, StorageError, ValidationFailed
+from ...errors import RunNotFound, SchemaMismatch, SessionNotFound, StorageError
 from ...schemas import EventInputSchema, is_valid_id
 from ...types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from .. import listings, rules

@@ -26,6 +26,7 @@ from bench_postgres import ADMIN_URL, _database_url  # noqa: E402
 from common import Row, median, micros, percentile  # noqa: E402
 
 READS = 2000
+BUFFER_SAMPLES = 200
 FORMAT = "copied-from-files-v1"
 
 
@@ -107,10 +108,45 @@ def run_page_row(urls: dict[str, str]) -> Row:
     p50 = {scale: median(percentile(run, 0.5) for run in runs) for scale, runs in samples.items()}
     p99 = {scale: percentile([t for run in runs for t in run], 0.99) for scale, runs in samples.items()}
     ratio = p50["1M"] / p50["10k"]
+    buffers = {scale: _buffers(url, pairs[scale][:BUFFER_SAMPLES]) for scale, url in urls.items()}
     return Row("10 PostgreSQL get_events_by_run(limit=100), 1M vs 10k events",
                f"p50 {micros(p50['1M'])}, p99 {micros(p99['1M'])} (1M)",
                f"p50 {micros(p50['10k'])}, p99 {micros(p99['10k'])} (10k)", ratio, "p50 ratio ≤ 1.3", ratio <= 1.3,
-               f"{READS} random (run, since_seq) reads per pass, {common.REPEATS} passes, warm server cache")
+               f"{READS} random (run, since_seq) reads per pass, {common.REPEATS} passes, warm server cache; "
+               "pages per read in shared buffers / read from the OS (EXPLAIN BUFFERS, after the passes): "
+               + ", ".join(f"{scale} {hit:.1f} / {read:.1f}" for scale, (hit, read) in buffers.items())
+               + f"; shared_buffers {_setting(urls['1M'], 'shared_buffers')}, "
+               f"1M database {_database_size(urls['1M'])}")
+
+
+def _buffers(url: str, pairs) -> tuple[float, float]:
+    """Mean pages one run page takes from shared buffers and from the OS: why 1M may read slower than 10k."""
+    import psycopg
+
+    from eventsvc.store.postgres.pages import RUN_PAGE
+
+    hit = read = 0
+    with psycopg.connect(url) as conn:
+        for session_id, run_id, since_seq in pairs:
+            plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + RUN_PAGE,
+                                (session_id, run_id, since_seq, 100)).fetchone()[0][0]
+            hit += plan["Plan"]["Shared Hit Blocks"]
+            read += plan["Plan"]["Shared Read Blocks"]
+    return hit / len(pairs), read / len(pairs)
+
+
+def _setting(url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0]
+
+
+def _database_size(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
 
 
 @contextmanager

@@ -12,12 +12,15 @@ import statistics
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import bench_append  # noqa: E402
 import common  # noqa: E402
 import run as bench_run  # noqa: E402
 
 from eventsvc import EventStore  # noqa: E402
+from eventsvc.errors import RunSessionConflict  # noqa: E402
 
 
 def test_the_plain_baseline_writes_and_indexes_every_event(tmp_path):
@@ -69,3 +72,24 @@ def test_the_results_table_has_the_issues_columns():
     header, rule, line = bench_run.table([row]).splitlines()
     assert header == "| figure | eventsvc | baseline | ratio | target | met? |"
     assert line == "| 1 durable single append (events/s) | 2,000/s | 3,000/s | 0.67 | ≥ 0.8 | **no** |"
+
+
+def test_the_store_without_summary_upkeep_still_claims_runs_and_indexes_every_event(tmp_path):
+    """The upkeep rows divide by this store: it must do the pre-summary commit's work, and no more."""
+    upkeep = bench_append.Upkeep(tmp_path)
+    store = upkeep.stores["without"]
+    try:
+        store.append_many("s-1", common.run_events("r-1"))
+        store.append("s-1", common.input_event("r-1", 5))
+        store.append("s-2", common.input_event(None, 3))
+        assert [event["seq"] for event in store.get_events_by_run("s-1", "r-1", limit=1000)] == list(range(1, 102))
+        assert store.last_seq("s-1") == 101 and store.run_session("r-1") == "s-1"
+        with pytest.raises(RunSessionConflict):
+            store.append("s-2", common.input_event("r-1", 6))
+        # No summary was kept: the claim's placeholder and the bare checkpoint are all there is.
+        assert store.get_run("r-1")["event_count"] == 0 and store.get_session("s-1")["event_count"] == 0
+        kept = upkeep.stores["with"]
+        kept.append_many("s-1", common.run_events("r-1"))
+        assert kept.get_run("r-1")["event_count"] == 100 and kept.get_session("s-1")["event_count"] == 100
+    finally:
+        upkeep.close()

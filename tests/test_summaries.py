@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventsvc import EventStore
-from eventsvc.errors import SessionNotFound, ValidationFailed
+from eventsvc.errors import RunSessionConflict, SessionNotFound, ValidationFailed
 from eventsvc.store import rules
+from eventsvc.store.files.index import SessionState
 from eventsvc.summaries import RunSummary, SessionSummary, fold
 
 TS = "2026-12-01T10:00:%02dZ"
@@ -216,6 +217,28 @@ def test_a_log_shorter_than_the_index_recomputes_the_summaries(data_dir):
         assert reopened.get_session("s1")["active_runs"] == 1
     finally:
         reopened.close()
+
+
+def test_a_run_claimed_between_the_read_and_the_commit_is_refused_and_nothing_is_indexed(data_dir):
+    """The commit folds into summaries read before it; a run another session claims in between is caught."""
+    store = EventStore(data_dir, fsync=False)
+    try:
+        store.append("s1", {"type": "user_message"})
+        index = store._index
+        known = index.before_append("s1", ["e-late"], ["r-raced"])
+        assert known.run_owners == {}
+        store.append("s2", {"type": "run_created", "run_id": "r-raced"})  # claimed meanwhile
+        state = known.state
+        late = SessionState("s1", state.last_seq + 1, state.segment, state.end_offset + 100)
+        rows = [("s1", late.last_seq, "r-raced", "run_created", "e-late", TS % 1, state.segment, state.end_offset,
+                 100)]
+        with pytest.raises(RunSessionConflict):
+            index.commit_append(late, rows, known, marked=False)
+        assert store.last_seq("s1") == 1 and store.get_session("s1")["event_count"] == 1
+        assert store.get_run("r-raced")["session_id"] == "s2" and store.get_run("r-raced")["event_count"] == 1
+        assert stored_summaries(store, data_dir) == log_summaries(data_dir)
+    finally:
+        store.close()
 
 
 # -- listings ----------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 
 from ...errors import RunNotFound, SessionNotFound, StorageError, ValidationFailed
@@ -309,7 +309,7 @@ class EventStore(AppendShortcuts):
         rows, end = appends.index_rows(session_id, fresh, lines, last_seq, segment, offset)
         new_state = SessionState(session_id, last_seq + len(fresh), segment, end)
         try:
-            self._index.commit_append(new_state, rows, marked=len(lines) > 1)
+            self._index.commit_append(new_state, rows, known, marked=len(lines) > 1)
         except BaseException:
             # Not acknowledged, so not kept: cut the log back to where the index ends.
             appends.undo_write(path, offset)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 from ...errors import StorageError, StorageFull

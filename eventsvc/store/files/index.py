@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 import functools
 import json
@@ -99,11 +99,20 @@ def unpacked(columns: Sequence[str | None]) -> list[Location]:
 
 
 _BEFORE_APPEND_SQL = (
-    # kind 0: the checkpoint; 1: an event_id already stored; 2: a run's owner. Every append asks all three.
+    # kind 0: the checkpoint and the session's summary; 1: an event_id already stored; 2: a run's owner
+    # and summary. Every append asks all three: the commit folds its rows into these summaries.
+    f"SELECT 0, last_seq, segment, end_offset, {summary_index.SESSION_BEFORE}, NULL, NULL, NULL, NULL"
+    " FROM session WHERE session_id = ?1"
+    ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL'
+    " FROM event INDEXED BY idx_session_event_id"
+    " WHERE session_id = ?1 AND event_id IN (SELECT value FROM json_each(?2))"
+    f" UNION ALL SELECT 2, {summary_index.RUN_BEFORE} FROM run WHERE run_id IN (SELECT value FROM json_each(?3))")
+# The same without the summaries, as before them: for the bench's index that keeps none (Index.keeps_summaries).
+_BEFORE_APPEND_WITHOUT_SUMMARIES_SQL = (
     "SELECT 0, last_seq, segment, end_offset, NULL, NULL FROM session WHERE session_id = ?1"
     ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id FROM event INDEXED BY idx_session_event_id'
     " WHERE session_id = ?1 AND event_id IN (SELECT value FROM json_each(?2))"
-    " UNION ALL SELECT 2, NULL, NULL, NULL, session_id, run_id FROM run"
+    " UNION ALL SELECT 2, session_id, run_id, NULL, NULL, NULL FROM run"
     " WHERE run_id IN (SELECT value FROM json_each(?3))")
 
 
@@ -273,18 +282,25 @@ def schema_problem(connection: sqlite3.Connection, *, exact: bool) -> str | None
 
 @dataclass(frozen=True)
 class BeforeAppend:
-    """What an append (or a repair indexing lines found in the log) must know first, read in one statement."""
+    """What an append (or a repair indexing lines found in the log) must know first, read in one statement.
+
+    Read under the session lock, which every writer of the session's rows holds (a reindex holds
+    the whole store), so the summaries are still current when the commit folds its rows into them.
+    """
 
     state: SessionState | None
     stored: dict[str, Location]  # event_id -> where it is, for the append's ids already in the session
     run_owners: dict[str, str]  # run_id -> owning session, for the append's runs that have one
+    session_summary: tuple | None = None  # summary_index.SESSION_BEFORE columns
+    run_summaries: dict[str, tuple] = field(default_factory=dict)  # run_id -> summary_index.RUN_BEFORE columns
 
 
 class Index:
     """Queries and the one write transaction of the index. Thread-safe (a connection per thread)."""
 
-    # What a commit does to the summaries; an attribute so that the bench can weigh its cost.
-    record_summaries = staticmethod(summary_index.record)
+    # Off only in the bench, which weighs the summaries' upkeep against the commit as it was before
+    # them (summary_index.checkpoint_only) in one run; an index written with it off has wrong summaries.
+    keeps_summaries = True
 
     def __init__(self, path: Path, *, write_lock: Callable[[], AbstractContextManager[None]] | None = None) -> None:
         self.path = path
@@ -389,22 +405,26 @@ class Index:
         return Location(*row) if row else None
 
     def before_append(self, session_id: str, event_ids: Sequence[str], run_ids: Iterable[str]) -> BeforeAppend:
-        """The checkpoint, the stored ones of ``event_ids`` and the owners of ``run_ids``, in one statement.
+        """The checkpoint and summary, the stored ones of ``event_ids`` and the owners and summaries of
+        ``run_ids``, in one statement.
 
         One statement rather than three: each is a read transaction of its own, and each step
         of one gives up the interpreter lock.
         """
-        rows = self.db.execute_sql(_BEFORE_APPEND_SQL, (session_id, json.dumps(list(event_ids)),
-                                                        json.dumps(list(run_ids)))).fetchall()
-        state, stored, owners = None, {}, {}
-        for kind, a, b, c, d, text in rows:
+        sql = _BEFORE_APPEND_SQL if self.keeps_summaries else _BEFORE_APPEND_WITHOUT_SUMMARIES_SQL
+        rows = self.db.execute_sql(sql, (session_id, json.dumps(list(event_ids)), json.dumps(list(run_ids)))).fetchall()
+        state, stored, owners, session_summary, run_summaries = None, {}, {}, None, {}
+        for row in rows:
+            kind = row[0]
             if kind == 0:
-                state = SessionState(session_id, a, b, c)
+                state = SessionState(session_id, row[1], row[2], row[3])
+                session_summary = row[4:10]
             elif kind == 1:
-                stored[text] = Location(a, b, c, d)
+                stored[row[5]] = Location(row[1], row[2], row[3], row[4])
             else:
-                owners[text] = d
-        return BeforeAppend(state, stored, owners)
+                owners[row[2]] = row[1]
+                run_summaries[row[2]] = row[1:]
+        return BeforeAppend(state, stored, owners, session_summary, run_summaries)
 
     def run_session(self, run_id: str) -> str | None:
         row = self.db.execute_sql("SELECT session_id FROM run WHERE run_id = ?", (run_id,)).fetchone()
@@ -440,18 +460,22 @@ class Index:
         with self._write_lock(), self.db.atomic():
             self.db.execute_sql("DELETE FROM pending_batch WHERE session_id = ?", (session_id,))
 
-    def commit_append(self, state: SessionState, rows: Sequence[tuple], *, marked: bool = True) -> None:
+    def commit_append(self, state: SessionState, rows: Sequence[tuple], known: BeforeAppend, *,
+                      marked: bool = True) -> None:
         """Index one append in one transaction: event rows, the summaries of the runs and the session
         they touch, the session checkpoint (and the end of its pending-batch mark).
 
-        ``rows`` are (session_id, seq, run_id, type, event_id, timestamp, segment, offset, length).
-        A run without a row yet is claimed by this session. Raises RunSessionConflict, leaving the
-        index unchanged, when another session claimed one of them first (the check before the
-        write cannot see a claim made concurrently).
+        ``rows`` are (session_id, seq, run_id, type, event_id, timestamp, segment, offset, length);
+        ``known`` is what ``before_append`` read for them under the session lock, which the caller
+        still holds. A run without a row yet is claimed by this session. Raises RunSessionConflict,
+        leaving the index unchanged, when another session claimed one of them first (the check
+        before the write cannot see a claim made concurrently).
         """
+        record = summary_index.record if self.keeps_summaries else summary_index.checkpoint_only
         with self._write_lock(), self.db.atomic():
             conn = self.db.connection()
-            self.record_summaries(conn, state.session_id, (state.last_seq, state.segment, state.end_offset), rows)
+            record(conn, state.session_id, (state.last_seq, state.segment, state.end_offset), rows,
+                   known.session_summary, known.run_summaries)
             # The hot path: one executemany through the same handle, not a Peewee object per row.
             conn.executemany(
                 'INSERT INTO event (session_id, seq, run_id, type, event_id, timestamp, segment, "offset", length)'

@@ -202,7 +202,7 @@ def _flush(index: Index, pending: _Pending) -> None:
     if rows:
         last = rows[-1]
         pending.state = SessionState(session_id, last[1], last[6], last[7] + last[8])
-        index.commit_append(pending.state, rows)
+        index.commit_append(pending.state, rows, known)
         log.info("indexed %d events of session %s found in the log past the index", len(rows), session_id)
     if clash:
         raise Unindexable(clash)

@@ -2,14 +2,18 @@
 
 ``record`` runs inside the transaction that indexes an append (or a repair's or a rebuild's
 rows, which go through the same commit), so a summary is never behind or ahead of the event
-rows. It reads the touched runs and the session by primary key, folds the new rows in with
-``eventsvc.summaries.fold`` and writes them back: the cost is per run touched, not per event.
+rows. It folds the new rows into the summaries ``Index.before_append`` read (under the session
+lock, which every writer of a session's rows holds, so they are still current) with
+``eventsvc.summaries.fold`` and writes them back: one statement for the session, one per run
+touched, whatever the number of events. A run's ``counts`` are added to in SQL (``json_set``),
+never decoded and encoded again in Python.
 
 ``touched`` numbers the commits (one past the highest a session holds); the listings order by
 it, newest first, through indexes that start with it, so a page never sorts or scans.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import sqlite3
@@ -24,18 +28,21 @@ from ...summaries import RunSummary, SessionSummary, fold
 _RUN_COLUMNS = ("run_id, session_id, first_seq, status, verify, last_seq, event_count, created_at, started_at,"
                 " ended_at, updated_at, blocked, warned, counts, touched")
 _SESSION_COLUMNS = "session_id, first_seq, last_seq, event_count, created_at, updated_at, run_count, active_runs, closed"
-_INSERT_RUN = f"INSERT INTO run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_UPDATE_RUN = ("UPDATE run SET status = ?4, verify = ?5, last_seq = ?6, event_count = ?7, created_at = ?8,"
-               " started_at = ?9, ended_at = ?10, updated_at = ?11, blocked = ?12, warned = ?13, counts = ?14,"
-               " touched = ?15 WHERE run_id = ?1")
-# What a commit must know first, in one statement: the highest ``touched`` and the session's summary
-# (the row whose run_id is NULL), then the rows of the runs the commit names.
-_BEFORE = ("SELECT NULL, (SELECT max(touched) FROM session), s.first_seq, s.event_count, s.created_at, s.run_count,"
-           " s.active_runs, s.closed, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-           " FROM (SELECT 1) LEFT JOIN session AS s ON s.session_id = ?")
+# A run's ``touched`` is its session's, written first in the same commit: read in SQL, since
+# RETURNING it to Python costs a third of the whole upkeep (callgrind).
+_SESSION_TOUCHED = "(SELECT touched FROM session WHERE session_id = ?2)"
+_INSERT_RUN = (f"INSERT INTO run ({_RUN_COLUMNS})"
+               f" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, {_SESSION_TOUCHED})")
+# What ``Index.before_append`` reads of the session's summary and of each run's (in that order;
+# the run's counts stay in SQLite: a commit adds to them there).
+SESSION_BEFORE = "first_seq, event_count, created_at, run_count, active_runs, closed"
+RUN_BEFORE = ("session_id, run_id, status, verify, first_seq, last_seq, event_count, created_at, started_at,"
+              " ended_at, updated_at, blocked, warned")
+# The session's summary, its checkpoint and the commit's number (one past the highest), in one statement.
 _UPSERT_SESSION = (
     "INSERT INTO session (session_id, last_seq, segment, end_offset, first_seq, event_count, created_at,"
-    " updated_at, run_count, active_runs, closed, touched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " updated_at, run_count, active_runs, closed, touched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+    " (SELECT coalesce(max(touched), 0) + 1 FROM session))"
     " ON CONFLICT (session_id) DO UPDATE SET last_seq = excluded.last_seq, segment = excluded.segment,"
     " end_offset = excluded.end_offset, first_seq = excluded.first_seq, event_count = excluded.event_count,"
     " created_at = excluded.created_at, updated_at = excluded.updated_at, run_count = excluded.run_count,"
@@ -47,52 +54,109 @@ _decode = json.JSONDecoder().decode
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps with options builds an encoder per call
 
 
+@functools.cache
+def _update_run(types: int) -> str:
+    """The UPDATE of a run's summary that adds to ``types`` of its counts (type names are [a-z0-9_])."""
+    added = ", ".join(f"?{n}, coalesce(json_extract(counts, ?{n}), 0) + ?{n + 1}"
+                      for n in range(13, 13 + 2 * types, 2))
+    return ("UPDATE run SET verify = ?3, status = ?4, last_seq = ?5, event_count = ?6, created_at = ?7,"
+            " started_at = ?8, ended_at = ?9, updated_at = ?10, blocked = ?11, warned = ?12,"
+            f" touched = {_SESSION_TOUCHED}, counts = json_set(counts, {added}) WHERE run_id = ?1")
+
+
 def _run_of(row: Sequence[Any]) -> RunSummary:
     return RunSummary(row[0], row[1], row[3], row[4], row[2], row[5], row[6], row[7], row[8], row[9], row[10],
                       row[11], row[12], _decode(row[13]))
 
 
-def _run_values(run: RunSummary, touched: int) -> tuple:
+def _run_values(run: RunSummary) -> tuple:
     return (run.run_id, run.session_id, run.first_seq, run.status, run.verify, run.last_seq, run.event_count,
             run.created_at, run.started_at, run.ended_at, run.updated_at, run.blocked, run.warned,
-            _encode(run.counts), touched)
+            _encode(run.counts))
 
 
-def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int, int], rows: Sequence[tuple]) -> None:
+def session_before(session_id: str, row: Sequence[Any] | None) -> SessionSummary:
+    """A session's summary from the ``SESSION_BEFORE`` columns (None: a new session)."""
+    if row is None:
+        return SessionSummary(session_id)
+    return SessionSummary(session_id, row[0], 0, row[1], row[2], None, row[3], row[4], bool(row[5]))
+
+
+def run_before(row: Sequence[Any]) -> RunSummary:
+    """A run's summary from the ``RUN_BEFORE`` columns, its counts empty: what a commit adds to them."""
+    return RunSummary(row[1], row[0], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+                      row[11], row[12], {})
+
+
+def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int, int], rows: Sequence[tuple],
+           session_row: Sequence[Any] | None, run_rows: dict[str, Sequence[Any]]) -> None:
     """Fold index rows ``(session_id, seq, run_id, type, event_id, timestamp, …)`` into the summaries
-    and write the session's ``checkpoint`` (last_seq, segment, end_offset). Caller holds the transaction.
+    and write the session's ``checkpoint`` (last_seq, segment, end_offset). Caller holds the transaction
+    and the session lock.
 
-    Raises RunSessionConflict when a run of ``rows`` belongs to another session.
+    ``session_row`` and ``run_rows`` (run_id -> row) are the ``SESSION_BEFORE`` / ``RUN_BEFORE`` columns
+    read under that lock; a run of ``rows`` missing from ``run_rows`` is new and claimed here.
+    Raises RunSessionConflict when a run of ``rows`` belongs to another session (or another session
+    claimed it since ``run_rows`` was read).
     """
-    run_ids = list(dict.fromkeys(row[2] for row in rows if row[2] is not None))
-    sql = _BEFORE
-    if run_ids:
-        sql += f" UNION ALL SELECT {_RUN_COLUMNS} FROM run WHERE run_id IN ({', '.join('?' * len(run_ids))})"
+    session = session_before(session_id, session_row)
     runs: dict[str, RunSummary] = {}
-    session = SessionSummary(session_id)
-    touched = 1
-    for row in conn.execute(sql, (session_id, *run_ids)):
-        if row[0] is None:
-            touched = (row[1] or 0) + 1
-            if row[2] is not None:
-                session = SessionSummary(session_id, row[2], 0, row[3], row[4], None, row[5], row[6], bool(row[7]))
-        elif row[1] != session_id:
-            raise RunSessionConflict(f"run {row[0]!r} belongs to session {row[1]!r}",
-                                     {"run_id": row[0], "session_id": row[1]})
+    for run_id in {row[2] for row in rows}:
+        before = run_rows.get(run_id) if run_id is not None else None
+        if before is None:
+            continue
+        if before[0] != session_id:
+            raise RunSessionConflict(f"run {run_id!r} belongs to session {before[0]!r}",
+                                     {"run_id": run_id, "session_id": before[0]})
+        runs[run_id] = run_before(before)
+    touched_runs = fold(session, runs, [(row[1], row[2], row[3], row[5]) for row in rows])
+    _write_session(conn, session, checkpoint)
+    for run_id in touched_runs:
+        run = runs[run_id]
+        if run_id in run_rows:
+            added = [value for name, count in run.counts.items() for value in (_path(name), count)]
+            conn.execute(_update_run(len(run.counts)), (
+                run_id, session_id, run.verify, run.status, run.last_seq, run.event_count, run.created_at,
+                run.started_at, run.ended_at, run.updated_at, run.blocked, run.warned, *added))
         else:
-            runs[row[0]] = _run_of(row)
-    known = set(runs)
-    fold(session, runs, ((row[1], row[2], row[3], row[5]) for row in rows))
-    for run_id in run_ids:
-        conn.execute(_UPDATE_RUN if run_id in known else _INSERT_RUN, _run_values(runs[run_id], touched))
-    _write_session(conn, session, checkpoint, touched)
+            try:
+                conn.execute(_INSERT_RUN, _run_values(run))
+            except sqlite3.IntegrityError:  # claimed by another session since run_rows was read
+                owner = conn.execute("SELECT session_id FROM run WHERE run_id = ?", (run_id,)).fetchone()
+                if owner is None:
+                    raise
+                raise RunSessionConflict(f"run {run_id!r} belongs to session {owner[0]!r}",
+                                         {"run_id": run_id, "session_id": owner[0]}) from None
 
 
-def _write_session(conn: sqlite3.Connection, session: SessionSummary, checkpoint: tuple[int, int, int],
-                   touched: int) -> None:
-    conn.execute(_UPSERT_SESSION, (session.session_id, *checkpoint, session.first_seq, session.event_count,
-                                   session.created_at, session.updated_at, session.run_count, session.active_runs,
-                                   int(session.closed), touched))
+@functools.cache
+def _path(event_type: str) -> str:
+    """The JSON path of a type's count (registered type names need no quoting)."""
+    return "$." + event_type
+
+
+def checkpoint_only(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int, int],
+                    rows: Sequence[tuple], session_row: Sequence[Any] | None,
+                    run_rows: dict[str, Sequence[Any]]) -> None:
+    """What the commit wrote before summaries (5270f37^): claim the new runs, write the checkpoint.
+
+    Only for the bench, which weighs ``record`` against it in one run (``Index.keeps_summaries``);
+    an index written through it has no usable summaries.
+    """
+    claims = dict.fromkeys(row[2] for row in rows if row[2] is not None and row[2] not in run_rows)
+    for run_id in claims:
+        first_seq = next(row[1] for row in rows if row[2] == run_id)
+        conn.execute("INSERT OR IGNORE INTO run (run_id, session_id, first_seq, status, last_seq, event_count,"
+                     " blocked, warned, counts, touched) VALUES (?, ?, ?, 'unknown', 0, 0, 0, 0, '{}', 0)",
+                     (run_id, session_id, first_seq))
+        owner = conn.execute("SELECT session_id FROM run WHERE run_id = ?", (run_id,)).fetchone()[0]
+        if owner != session_id:
+            raise RunSessionConflict(f"run {run_id!r} belongs to session {owner!r}",
+                                     {"run_id": run_id, "session_id": owner})
+    conn.execute("INSERT INTO session (session_id, last_seq, segment, end_offset, first_seq, event_count, run_count,"
+                 " active_runs, closed, touched) VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0, 0) ON CONFLICT (session_id)"
+                 " DO UPDATE SET last_seq = excluded.last_seq, segment = excluded.segment,"
+                 " end_offset = excluded.end_offset", (session_id, *checkpoint))
 
 
 def recompute(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int, int]) -> None:
@@ -101,12 +165,17 @@ def recompute(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, 
                           (session_id,))
     session, runs = SessionSummary(session_id), {}
     fold(session, runs, events)
-    top = conn.execute("SELECT max(touched) FROM session").fetchone()[0]
-    touched = (top or 0) + 1
+    _write_session(conn, session, checkpoint)
     conn.execute("DELETE FROM run WHERE session_id = ?", (session_id,))
     for run in runs.values():
-        conn.execute(_INSERT_RUN, _run_values(run, touched))
-    _write_session(conn, session, checkpoint, touched)
+        conn.execute(_INSERT_RUN, _run_values(run))
+
+
+def _write_session(conn: sqlite3.Connection, session: SessionSummary, checkpoint: tuple[int, int, int]) -> None:
+    """Write the session's summary and checkpoint, and number the commit (its runs' ``touched`` follows)."""
+    conn.execute(_UPSERT_SESSION, (session.session_id, *checkpoint, session.first_seq, session.event_count,
+                                   session.created_at, session.updated_at, session.run_count, session.active_runs,
+                                   int(session.closed)))
 
 
 # -- reads ---------------------------------------------------------------------------------------

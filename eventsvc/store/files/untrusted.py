@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ...jsoncodec import MAX_DEPTH, nesting_depth_exceeds
-from ...printable import printable
+from ...printable import printable  # noqa: F401 (the offline tools print file names through untrusted.printable)
 
 
 CHUNK = 1 << 20

@@ -2,7 +2,7 @@
 
 Events are rows keyed ``(session_id, seq)`` holding the exact envelope text the files backend
 writes, so reads serve stored bytes and both backends export identical lines. Appends are one
-transaction each (see ``writes``), live tail rides on LISTEN/NOTIFY (see ``listen``).
+statement each (see ``writes``), live tail rides on LISTEN/NOTIFY (see ``listen``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from ...errors import RunNotFound, SchemaMismatch, SessionNotFound, StorageError, ValidationFailed
+from ...errors import RunNotFound, SchemaMismatch, SessionNotFound, StorageError
 from ...schemas import EventInputSchema, is_valid_id
 from ...types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from .. import listings, rules
@@ -25,7 +25,7 @@ from . import schema
 from . import summaries as pg_summaries
 from .connect import Options, Pooled, connect, where
 from .listen import NotifyWatcher
-from .writes import append_transaction
+from .writes import KnownSessions, append_transaction
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
@@ -52,6 +52,7 @@ class PostgresStore(AppendShortcuts):
         self._options = Options(pool_size, connect_timeout, statement_timeout)
         self._schema_checked = False
         self._pooled = Pooled(url, self._options)
+        self._known = KnownSessions()
         self.watcher = NotifyWatcher(lambda: connect(url, self._options, autocommit=True), self._last_seqs)
         try:
             self._run(lambda conn: None)  # the schema check, now, so a wrong database stops the start
@@ -83,7 +84,8 @@ class PostgresStore(AppendShortcuts):
             return AppendResult([], 0)
         # Ids and timestamps are fixed here, once: a retry after a lost commit answer is a re-send.
         drafts = prepare(session_id, events, schema=self._schema, default_source=default_source)
-        result, last_seq = self._run(lambda conn: append_transaction(conn, session_id, drafts, self.max_event_bytes))
+        result, last_seq = self._run(lambda conn: append_transaction(conn, session_id, drafts, self.max_event_bytes,
+                                                                     self._known))
         if result.created:
             self.watcher.appended(session_id, last_seq)
         return result

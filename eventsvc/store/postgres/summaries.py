@@ -12,16 +12,16 @@ from typing import Any
 
 import psycopg
 
+from ...jsoncodec import dumps_compact
 from ...summaries import RunSummary, SessionSummary, fold
 
 SESSION_COLUMNS = "session_id, first_seq, last_seq, event_count, created_at, updated_at, run_count, active_runs, closed"
 RUN_COLUMNS = ("run_id, session_id, status, verify, first_seq, last_seq, event_count, created_at, started_at, "
                "ended_at, updated_at, blocked, warned, counts")
-# Arrays of the runs an append touched, as the append's write statement takes them (see writes.py).
-RUN_ARRAYS = ("%(r_run_id)b::text[], %(r_first_seq)b::bigint[], %(r_status)b::text[], %(r_verify)b::text[], "
-              "%(r_last_seq)b::bigint[], %(r_event_count)b::bigint[], %(r_created_at)b::text[], "
-              "%(r_started_at)b::text[], %(r_ended_at)b::text[], %(r_updated_at)b::text[], %(r_blocked)b::bigint[], "
-              "%(r_warned)b::bigint[], %(r_counts)b::text[]")
+# The columns of a run as the append's write statement reads them from JSON (see writes.py).
+RUN_RECORD = ("run_id text, first_seq bigint, status text, verify text, last_seq bigint, event_count bigint, "
+              "created_at text, started_at text, ended_at text, updated_at text, blocked bigint, warned bigint, "
+              "counts text")
 
 
 def session_of(row: dict[str, Any] | None, session_id: str) -> SessionSummary:
@@ -44,17 +44,14 @@ def session_params(session: SessionSummary) -> dict[str, Any]:
             "s_run_count": session.run_count, "s_active_runs": session.active_runs, "s_closed": session.closed}
 
 
-def run_params(runs: Iterable[RunSummary]) -> dict[str, list]:
-    runs = list(runs)
-    return {
-        "r_run_id": [r.run_id for r in runs], "r_first_seq": [r.first_seq for r in runs],
-        "r_status": [r.status for r in runs], "r_verify": [r.verify for r in runs],
-        "r_last_seq": [r.last_seq for r in runs], "r_event_count": [r.event_count for r in runs],
-        "r_created_at": [r.created_at for r in runs], "r_started_at": [r.started_at for r in runs],
-        "r_ended_at": [r.ended_at for r in runs], "r_updated_at": [r.updated_at for r in runs],
-        "r_blocked": [r.blocked for r in runs], "r_warned": [r.warned for r in runs],
-        "r_counts": [json.dumps(r.counts, separators=(",", ":")) for r in runs],
-    }
+def runs_json(runs: Iterable[RunSummary], claimed: set[str]) -> str:
+    """The runs an append changed, as the JSON records the write statement reads; ``claimed``: new ones."""
+    return dumps_compact([{"run_id": r.run_id, "first_seq": r.first_seq, "status": r.status, "verify": r.verify,
+                           "last_seq": r.last_seq, "event_count": r.event_count, "created_at": r.created_at,
+                           "started_at": r.started_at, "ended_at": r.ended_at, "updated_at": r.updated_at,
+                           "blocked": r.blocked, "warned": r.warned,
+                           "counts": json.dumps(r.counts, separators=(",", ":")), "claimed": r.run_id in claimed}
+                          for r in runs])
 
 
 def backfill(conn: psycopg.Connection, version: int) -> None:

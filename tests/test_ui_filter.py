@@ -123,6 +123,17 @@ def test_a_filter_is_spelled_one_way(client, query, spelled):
     assert response.headers["Location"] == "/ui/sessions/s1" + (f"?{spelled}" if spelled else "")
 
 
+@pytest.mark.parametrize(("extra",), [("_external=1",), ("_anchor=x",), ("_method=POST",), ("session_id=other",),
+                                      ("_scheme=javascript",)])
+def test_the_redirect_stays_on_this_host_whatever_the_query_holds(client, extra):
+    """Query keys are values, never arguments of URL building: no 500, no absolute URL to the Host header."""
+    post(client, "s1", mixed(10, 4))
+    response = client.get(f"/ui/sessions/s1?types=error&types=tool_call&{extra}",
+                          headers={"Host": "evil.example"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/ui/sessions/s1?types=tool_call,error&{extra}"
+
+
 def test_ticking_every_type_is_no_filter(client, app):
     post(client, "s1", mixed(10, 4))
     every = "&".join(f"types={name}" for name in app.extensions["eventsvc.store"].event_types)

@@ -51,6 +51,7 @@ class AsyncBatchingEmitter:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._slots = asyncio.Semaphore(senders)
+        self._slot_waiters = 0  # _send tasks waiting for a slot: a sender then hands its slot on
 
     async def __aenter__(self) -> AsyncBatchingEmitter:
         return self
@@ -136,12 +137,20 @@ class AsyncBatchingEmitter:
         while batch is not None:
             sent = False
             try:
-                async with self._slots:
+                self._slot_waiters += 1
+                try:
+                    await self._slots.acquire()
+                finally:
+                    self._slot_waiters -= 1
+                try:
                     await self._send_batch(session_id, batch)
+                finally:
+                    self._slots.release()
                 sent = True
             finally:
                 self._batcher.done(session_id)
-                batch = None if not sent or self._slots.locked() else self._batcher.take_next(
+                # Counted here, not read from Semaphore.locked(): before Python 3.11 that ignores waiters.
+                batch = None if not sent or self._slot_waiters else self._batcher.take_next(
                     session_id, time.monotonic(), urgent=self._urgent > 0 or self._closed)
                 self._wake.set()
                 self._room.set()

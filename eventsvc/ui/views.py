@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
@@ -156,8 +157,11 @@ def _type_filter(*, clear_href: str) -> list[str] | None:
     types = [name for name in registry if name in named]
     spelled = ",".join(types) if 0 < len(types) < len(registry) else None
     if given != [spelled]:
-        args: dict[str, Any] = {**request.args.to_dict(flat=False), "types": spelled}  # None drops it
-        abort(redirect(url_for(request.endpoint or "ui.sessions", **{**args, **(request.view_args or {})})))
+        # A path relative to this host, with the other query values as given: never url_for with the
+        # query's keys, which would take _external, _anchor or a view argument from the client.
+        kept = [(key, value) for key, value in request.args.items(multi=True) if key != "types"]
+        query = urlencode(([("types", spelled)] if spelled else []) + kept, safe=",")
+        abort(redirect(request.script_root + request.path + ("?" + query if query else "")))
     return types
 
 

@@ -27,6 +27,9 @@ class Options:
     pool_size: int = 10
     connect_timeout: float = 5.0
     statement_timeout: float = 30.0
+    # A transaction left open (a crashed request) gives its locks and snapshot back after this; the
+    # offline tools' read-only snapshot sets 0, since a paused reader (a pager) is not a fault.
+    idle_in_transaction_timeout: float = 60.0
 
 
 def where(url: str) -> str:
@@ -43,7 +46,7 @@ def connection_kwargs(options: Options) -> dict[str, Any]:
         "connect_timeout": max(1, round(options.connect_timeout)),
         "application_name": "eventsvc",
         "options": (f"-c synchronous_commit=on -c statement_timeout={int(options.statement_timeout * 1000)}"
-                    " -c idle_in_transaction_session_timeout=60000"),
+                    f" -c idle_in_transaction_session_timeout={int(options.idle_in_transaction_timeout * 1000)}"),
     }
 
 

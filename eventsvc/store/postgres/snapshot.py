@@ -30,7 +30,8 @@ def snapshot(url: str) -> Iterator[psycopg.Connection]:
     Raises StorageError (with the server's reason) when the database cannot be reached or a
     query fails, SchemaMismatch when it has no eventsvc schema of this version.
     """
-    conn = connect(url, Options(pool_size=1, connect_timeout=CONNECT_TIMEOUT, statement_timeout=0), say_why=True)
+    conn = connect(url, Options(pool_size=1, connect_timeout=CONNECT_TIMEOUT, statement_timeout=0,
+                                       idle_in_transaction_timeout=0), say_why=True)
     try:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         schema.check(conn, where(url))

@@ -9,6 +9,7 @@ points, and their output is appended to RESULTS.md as they print it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,12 @@ def table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row.cells()) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _figure_order(row: Row) -> tuple[int, str]:
+    """Figures by number (10 after 9), their lettered rows (3m) after them, unnumbered rows last."""
+    number = re.match(r"\d*", row.figure).group()
+    return (int(number) if number else 1000, row.figure.split()[0])
 
 
 def guarded(name: str, section: Callable[[], list[Row]]) -> list[Row]:
@@ -91,6 +98,7 @@ def main() -> int:
     import bench_http
     import bench_json
     import bench_memory
+    import bench_metrics_cost
     import bench_query
     import bench_postgres
     import bench_postgres_scale
@@ -110,6 +118,7 @@ def main() -> int:
                  common.skipped("4m HTTP run page: metrics on vs off", "≥ 0.95", loadgen.WRK_HELP),
                  common.skipped("4 HTTP run page", "≥ 1.0", loadgen.WRK_HELP),
                  common.skipped("7 memory: gunicorn worker", "≤ 1.0", loadgen.WRK_HELP)]
+    rows += guarded("rows 3m and 4m, counted: the metrics' instructions per request", bench_metrics_cost.main)
     rows += guarded("figure 5: query scale and cold cache", bench_query.main)
     rows += guarded("figure 6: recovery", bench_recovery.main)
     rows += guarded("figure 7: audit CLI memory", lambda: [bench_memory.audit_row()])
@@ -119,7 +128,7 @@ def main() -> int:
     rows += guarded("figure 9: console session page", bench_ui.main)
     rows += guarded("figure 10: the PostgreSQL backend", bench_postgres.main)
     rows += guarded("figure 10: the PostgreSQL backend at scale and over HTTP", bench_postgres_scale.main)
-    rows.sort(key=lambda row: row.figure.split()[0])
+    rows.sort(key=_figure_order)
     ours_seconds = time.monotonic() - started
     others = other_scripts()
 

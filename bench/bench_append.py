@@ -23,12 +23,8 @@ import functools
 import itertools
 import json
 import os
-import re
-import shutil
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -138,16 +134,18 @@ class Upkeep:
 
     def measure(self, name: str, seconds: float, operation) -> float:
         """``rate_for`` that also notes this thread's CPU per event (the watcher thread's is not counted)."""
+        events = 0
+
+        def counted() -> int:
+            nonlocal events
+            handled = operation()
+            events += handled
+            return handled
+
         cpu_started = time.thread_time()
-        events, started = 0, time.perf_counter()
-        deadline = started + seconds
-        while True:
-            events += operation()
-            now = time.perf_counter()
-            if now >= deadline:
-                break
+        rate = rate_for(seconds, counted)
         self.cpu[name].append((time.thread_time() - cpu_started) / events)
-        return events / (now - started)
+        return rate
 
     def close(self) -> None:
         for store in self.stores.values():
@@ -212,24 +210,10 @@ INSTRUCTION_LOOPS = {"1": ("append", 300, 1), "2": ("append_many", 6, BATCH)}  #
 
 def instructions_per_event(figure: str) -> dict[str, float] | None:
     """Instructions per event with and without the upkeep, each store in its own process under callgrind."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None or os.environ.get("BENCH_CALLGRIND", "") == "0":
+    if common.callgrind_available() is None:
         return None
     _, calls, unit = INSTRUCTION_LOOPS[figure]
-    with tempfile.TemporaryDirectory(prefix="eventsvc-callgrind-") as folder:
-        processes = {name: subprocess.Popen(
-            [valgrind, "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
-             f"--callgrind-out-file={folder}/{name}.out", sys.executable, __file__, "--count", figure, name,
-             f"{folder}/{name}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            for name in ("with", "without")}
-        counts = {}
-        for name, process in processes.items():
-            _, errors = process.communicate(timeout=1800)
-            found = re.search(r"Collected : (\d+)", errors)
-            if process.returncode != 0 or found is None:
-                raise RuntimeError(f"callgrind ({name}) failed: {errors[-500:]}")
-            counts[name] = int(found.group(1)) / (calls * unit)
-    return counts
+    return common.callgrind_counts(__file__, {name: [figure, name] for name in ("with", "without")}, calls * unit)
 
 
 def _counted_loop(figure: str, name: str, folder: str) -> None:

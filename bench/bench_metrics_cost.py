@@ -15,11 +15,7 @@ import functools
 import io
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,37 +68,22 @@ def _counted(case: str, metrics: str, folder: str) -> None:
     functools.reduce(call, _requests(case, REQUESTS), None)
 
 
-def _values_dir(folder: str, metrics: str) -> str:
+def _values_dir(metrics: str, folder: str) -> dict[str, str]:
     """Where prometheus_client keeps values, as under gunicorn (multiprocess mode: memory-mapped files)."""
     path = Path(folder) / f"prometheus-{metrics}"
     path.mkdir()
-    return str(path)
+    return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(path)}
 
 
 def instructions(case: str) -> dict[str, float]:
-    valgrind = shutil.which("valgrind")
-    assert valgrind is not None
-    with tempfile.TemporaryDirectory(prefix="eventsvc-metrics-cost-") as folder:
-        processes = {metrics: subprocess.Popen(
-            [valgrind, "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
-             f"--callgrind-out-file={folder}/{metrics}.out", sys.executable, __file__, "--count", case, metrics,
-             f"{folder}/data-{metrics}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": _values_dir(folder, metrics)})
-            for metrics in ("on", "off")}
-        counts = {}
-        for metrics, process in processes.items():
-            _, errors = process.communicate(timeout=1800)
-            found = re.search(r"Collected : (\d+)", errors)
-            if process.returncode != 0 or found is None:
-                raise RuntimeError(f"callgrind (metrics {metrics}) failed: {errors[-800:]}")
-            counts[metrics] = int(found.group(1)) / REQUESTS
-    return counts
+    return common.callgrind_counts(__file__, {metrics: [case, metrics] for metrics in ("on", "off")}, REQUESTS,
+                                   env=_values_dir)
 
 
 def main() -> list[Row]:
     rows = []
     for figure, case in CASES.items():
-        if shutil.which("valgrind") is None or os.environ.get("BENCH_CALLGRIND", "") == "0":
+        if common.callgrind_available() is None:
             rows.append(common.skipped(figure, "≤ 1.05", "valgrind is not installed, or BENCH_CALLGRIND=0"))
             continue
         counts = instructions(case)

@@ -9,10 +9,12 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -81,6 +83,36 @@ def median(values: Iterable[float]) -> float:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def callgrind_available() -> str | None:
+    """valgrind's path, unless it is missing or BENCH_CALLGRIND=0 asks to skip the counted rows."""
+    return None if os.environ.get("BENCH_CALLGRIND", "") == "0" else shutil.which("valgrind")
+
+
+def callgrind_counts(script: str, cases: dict[str, list[str]], divisor: int,
+                     env: Callable[[str, str], dict[str, str]] | None = None) -> dict[str, float]:
+    """Instructions per unit for each case: ``script --count *args`` in its own process under callgrind,
+    which collects only inside ``functools.reduce`` (the script runs its measured loop there), divided
+    by ``divisor``. ``env(case, folder)`` gives a case's environment; ``folder`` is a scratch folder
+    for both the case and its output, and the case's last argument is a data folder inside it."""
+    valgrind = shutil.which("valgrind")
+    assert valgrind is not None
+    with tempfile.TemporaryDirectory(prefix="eventsvc-callgrind-") as folder:
+        processes = {name: subprocess.Popen(
+            [valgrind, "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
+             f"--callgrind-out-file={folder}/{name}.out", sys.executable, script, "--count", *args,
+             f"{folder}/data-{name}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env(name, folder) if env else None)
+            for name, args in cases.items()}
+        counts = {}
+        for name, process in processes.items():
+            _, errors = process.communicate(timeout=1800)
+            found = re.search(r"Collected : (\d+)", errors)
+            if process.returncode != 0 or found is None:
+                raise RuntimeError(f"callgrind ({name}) failed: {errors[-800:]}")
+            counts[name] = int(found.group(1)) / divisor
+    return counts
 
 
 def say(message: str) -> None:

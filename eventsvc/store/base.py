@@ -44,6 +44,28 @@ class AppendResult:
     lines: list[bytes | None] = field(default_factory=list)
 
 
+class EnvelopeReads:
+    """The session and run forms of an envelope read, derived from a backend's ``_envelopes`` (one
+    definition for every backend, as ``drafts.AppendShortcuts`` is for appends)."""
+
+    def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int,
+                   types: Iterable[str] | None) -> list[dict]:
+        raise NotImplementedError
+
+    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100, *,
+                              types: Iterable[str] | None = None) -> list[dict]:
+        """The aggregated view: every event of the session after ``since_seq``, run events included.
+
+        With ``types``, up to ``limit`` events of those types (looking as far into the log as it takes).
+        """
+        return self._envelopes(session_id, None, since_seq, limit, types)
+
+    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100, *,
+                          types: Iterable[str] | None = None) -> list[dict]:
+        """Only ``run_id``'s events after ``since_seq``, with their session-level seqs, in seq order."""
+        return self._envelopes(session_id, run_id, since_seq, limit, types)
+
+
 @runtime_checkable
 class Store(Protocol):
     """A durable, append-only event log per session, safe to share between threads.

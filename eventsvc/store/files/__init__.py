@@ -24,7 +24,7 @@ from ...schemas import EventInputSchema, ID_RULE, is_valid_id
 from ...types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from .. import listings, rules
 from . import appends, reads, seals, segments, untrusted
-from ..base import AppendResult, Page
+from ..base import AppendResult, EnvelopeReads, Page
 from ..drafts import AppendShortcuts, Draft, prepare
 from .index import (BUSY_TIMEOUT_MS, DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState,
                     is_corruption, schema_problem, storage_error)
@@ -65,7 +65,7 @@ class ReindexReport:
     damaged: dict[str, str]  # session -> why its log could not be indexed past some line
 
 
-class EventStore(AppendShortcuts):
+class EventStore(AppendShortcuts, EnvelopeReads):
     """A durable, append-only event log per session with a rebuildable SQLite index.
 
     Safe to share between threads, and between processes that open the same ``data_dir``.
@@ -397,20 +397,6 @@ class EventStore(AppendShortcuts):
         return listings.check_types(types, self.event_types)
 
     @_translated
-    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100, *,
-                              types: Iterable[str] | None = None) -> list[dict]:
-        """The aggregated view: every event of the session after ``since_seq``, run events included.
-
-        With ``types``, up to ``limit`` events of those types (looking as far into the log as it takes).
-        """
-        return self._envelopes(session_id, None, since_seq, limit, types)
-
-    @_translated
-    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100, *,
-                          types: Iterable[str] | None = None) -> list[dict]:
-        """Only ``run_id``'s events after ``since_seq``, with their session-level seqs, in seq order."""
-        return self._envelopes(session_id, run_id, since_seq, limit, types)
-
     def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int,
                    types: Iterable[str] | None) -> list[dict]:
         rules.check_page_bounds(since_seq, limit)

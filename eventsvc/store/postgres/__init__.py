@@ -17,7 +17,7 @@ from ...errors import RunNotFound, SchemaMismatch, SessionNotFound, StorageError
 from ...schemas import EventInputSchema, is_valid_id
 from ...types import EVENT_TYPES, RUN_TERMINAL_TYPES, EventTypeSet
 from .. import listings, rules
-from ..base import AppendResult, Page
+from ..base import AppendResult, EnvelopeReads, Page
 from ..drafts import AppendShortcuts, prepare
 from ..listings import SummaryPage
 from . import pages
@@ -32,7 +32,7 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 T = TypeVar("T")
 
 
-class PostgresStore(AppendShortcuts):
+class PostgresStore(AppendShortcuts, EnvelopeReads):
     """The Store protocol on a PostgreSQL database prepared by ``eventsvc db upgrade URL``.
 
     Safe to share between threads; any number of processes and hosts may open the same
@@ -125,14 +125,6 @@ class PostgresStore(AppendShortcuts):
 
     def check_types(self, types: Iterable[str] | None) -> list[str] | None:
         return listings.check_types(types, self.event_types)
-
-    def get_events_by_session(self, session_id: str, since_seq: int = 0, limit: int = 100, *,
-                              types: Iterable[str] | None = None) -> list[dict]:
-        return self._envelopes(session_id, None, since_seq, limit, types)
-
-    def get_events_by_run(self, session_id: str, run_id: str, since_seq: int = 0, limit: int = 100, *,
-                          types: Iterable[str] | None = None) -> list[dict]:
-        return self._envelopes(session_id, run_id, since_seq, limit, types)
 
     def _envelopes(self, session_id: str, run_id: str | None, since_seq: int, limit: int,
                    types: Iterable[str] | None) -> list[dict]:

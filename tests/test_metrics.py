@@ -202,3 +202,39 @@ def test_counters_move_by_exactly_the_traffic_summed_over_both_workers(tmp_path)
     finally:
         server.stop()
     assert list(scratch.glob("eventsvc-metrics-*")) == []
+
+
+# -- the value cells the request counting adds to directly ----------------------------------------
+
+
+def test_cells_count_exactly_what_the_public_methods_count():
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from eventsvc.metrics import HistogramCells, counter_cell
+
+    registry = CollectorRegistry()
+    buckets = (0.001, 0.01, 1.0)
+    direct = Histogram("direct_seconds", "", ["endpoint"], buckets=buckets, registry=registry).labels("e")
+    public = Histogram("public_seconds", "", ["endpoint"], buckets=buckets, registry=registry).labels("e")
+    cells = HistogramCells(direct)
+    assert cells.observe.__func__ is HistogramCells.observe  # the direct path, not the fallback
+    for amount in (0.0, 0.0005, 0.001, 0.0010001, 0.01, 0.5, 1.0, 1.5, 1e9, float("inf")):
+        cells.observe(amount)
+        public.observe(amount)
+    counted = Counter("direct", "", ["kind"], registry=registry).labels("k")
+    for _ in range(3):
+        counter_cell(counted).inc(1)
+
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in registry.collect() for s in family.samples if not s.name.endswith("_created")}
+    mirrored = {(name.replace("direct_", "public_"), labels): value for (name, labels), value in samples.items()
+                if name.startswith("direct_seconds")}
+    assert mirrored == {key: value for key, value in samples.items() if key[0].startswith("public_")}
+    assert samples[("direct_seconds_bucket", (("endpoint", "e"), ("le", "0.001")))] == 3
+    assert samples[("direct_total", (("kind", "k"),))] == 3
+
+
+def test_every_endpoint_has_one_url_rule(app):
+    """The request counting labels an answer by its endpoint's rule: one rule per endpoint keeps that exact."""
+    endpoints = [rule.endpoint for rule in app.url_map.iter_rules()]
+    assert len(endpoints) == len(set(endpoints))

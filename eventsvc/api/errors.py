@@ -10,7 +10,7 @@ from typing import Any
 
 import json
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import EventSvcError, TooManyStreams
@@ -37,6 +37,7 @@ STATUS_BY_CODE = {
     "too_many_streams": 503,
     "insufficient_storage": 507,
 }
+ERROR_CODE_KEY = "eventsvc.error_code"  # the answer's error code, in the WSGI environ (see api.metrics)
 CODE_BY_STATUS = {
     400: "bad_request",
     404: "not_found",
@@ -55,7 +56,7 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     if rid is not None:
         error["request_id"] = rid
     if has_request_context():
-        g.error_code = code  # for the metrics hooks (append outcomes, storage errors)
+        request.environ[ERROR_CODE_KEY] = code  # for the metrics (append outcomes, storage errors)
     # ASCII escapes: details can quote hostile input (a lone surrogate in a key, say) back.
     body = json.dumps({"error": error}, ensure_ascii=True)
     response = Response(body, status=status, mimetype="application/json")

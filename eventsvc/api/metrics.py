@@ -1,37 +1,33 @@
-"""``GET /metrics``, and the hooks that count each request into ``eventsvc.metrics``.
+"""``GET /metrics``, and the WSGI middleware that counts each request into ``eventsvc.metrics``.
 
-The hooks sit around the views rather than in them: a view's answer (status, error code,
-stream body) says all they need, except which event types an append stored
-(``count_appended``). With ``EVENTSVC_METRICS=0`` nothing is hooked and /metrics is a 404.
+Counting sits around the whole app as WSGI middleware rather than in Flask's request hooks: it
+needs only the answer's status line and headers, the endpoint (left in the WSGI environ when the
+URL is matched) and the error code (left there by ``errors.error_response``), and it costs a
+fraction of two hooks per request (``bench/bench_metrics_cost.py``). Which event types an append
+stored is counted by the view (``count_appended``), how many long-polls wait by the read views
+(``long_polling``). With ``EVENTSVC_METRICS=0`` nothing is wrapped and /metrics is a 404.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
 
 from ..errors import NotFound
 from ..store import AppendResult
 from . import store
-from .errors import STATUS_BY_CODE
+from .errors import ERROR_CODE_KEY, STATUS_BY_CODE
 
 bp = Blueprint("metrics", __name__)
 APPEND = "sessions.append_events"
-PAGE_READS = frozenset({"sessions.session_events", "runs.run_events"})
-READS = PAGE_READS | {"meta.event_types", "sessions.list_sessions", "sessions.session_summary",
-                      "sessions.session_runs", "runs.list_runs", "runs.run_summary"}
+READS = frozenset({"sessions.session_events", "runs.run_events", "meta.event_types", "sessions.list_sessions",
+                   "sessions.session_summary", "sessions.session_runs", "runs.list_runs", "runs.run_summary"})
 STORAGE_CODES = frozenset({"storage_unavailable", "store_busy", "insufficient_storage"})
-_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
-
-
-def _child(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, remembered: ``labels()`` costs more than the increment itself."""
-    child = _children.get((metric, labels))
-    if child is None:
-        child = _children[(metric, labels)] = metric.labels(*labels)
-    return child
+_APPEND_OUTCOMES = {"201": "created", "200": "replayed"}
+_EXTENSION = "eventsvc.metrics"
 
 
 @bp.get("/metrics")
@@ -46,12 +42,24 @@ def metrics():
 
 def count_appended(result: AppendResult) -> None:
     """Count the events an append stored (not the re-sent ones), by type."""
-    if result.created and current_app.config["METRICS"]:
-        from ..metrics import EVENTS_APPENDED
+    if result.created:
+        meter = current_app.extensions.get(_EXTENSION)
+        if meter is not None:
+            meter.count_appended(result)
 
-        for event, line in zip(result.events, result.lines):
-            if line is not None:
-                _child(EVENTS_APPENDED, event["type"]).inc()
+
+@contextmanager
+def long_polling() -> Iterator[None]:
+    """A long-poll read's wait, counted in ``eventsvc_open_long_polls`` while it lasts."""
+    meter = current_app.extensions.get(_EXTENSION)
+    if meter is None:
+        yield
+        return
+    meter.m.OPEN_LONG_POLLS.inc()
+    try:
+        yield
+    finally:
+        meter.m.OPEN_LONG_POLLS.dec()
 
 
 def init_app(app: Flask) -> None:
@@ -63,51 +71,100 @@ def init_app(app: Flask) -> None:
         m.APPEND_REQUESTS.labels(outcome)  # present from the start, at 0, so that rate() works
     for kind in STORAGE_CODES:
         m.STORAGE_ERRORS.labels(kind)
+    meter = Meter(m)
+    app.extensions[_EXTENSION] = meter
+    app.wsgi_app = meter.wrap(app.wsgi_app)
 
-    @app.before_request
-    def started() -> None:
-        g.metrics_started = time.perf_counter()
-        if request.endpoint in PAGE_READS and _waits(request.args.get("wait")):
-            m.OPEN_LONG_POLLS.inc()
-            g.metrics_long_poll = True
 
-    @app.after_request
-    def counted(response: Response) -> Response:
-        endpoint = request.endpoint
-        started_at = g.get("metrics_started")
-        elapsed = time.perf_counter() - started_at if started_at is not None else 0.0
-        error_code = g.get("error_code")
-        rule = request.url_rule.rule if request.url_rule else "unmatched"
-        _child(m.HTTP_REQUESTS, rule, str(response.status_code)).inc()
-        if endpoint == APPEND:
-            outcome = {201: "created", 200: "replayed"}.get(response.status_code, error_code or "error")
-            _child(m.APPEND_REQUESTS, outcome).inc()
-            m.APPEND_SECONDS.observe(elapsed)
-        elif endpoint in READS and not response.is_streamed:
-            _child(m.READ_SECONDS, rule).observe(elapsed)
+class Meter:
+    """Each request counted and timed around the WSGI app; labelled children looked up once."""
+
+    def __init__(self, m: Any) -> None:
+        self.m = m
+        self._cells: dict[tuple, Any] = {}
+        self._appended: dict[str, Any] = {}  # event type -> its cell of eventsvc_events_appended
+        self._append_seconds = m.HistogramCells(m.APPEND_SECONDS)
+
+    def count_appended(self, result: AppendResult) -> None:
+        for event, line in zip(result.events, result.lines):
+            if line is not None:
+                event_type = event["type"]
+                (self._appended.get(event_type) or self._appended_cell(event_type)).inc(1)
+
+    def _appended_cell(self, event_type: str) -> Any:
+        cell = self._appended[event_type] = self._cell(self.m.EVENTS_APPENDED, event_type)
+        return cell
+
+    def _cell(self, metric: Any, *labels: str) -> Any:
+        """The value cell of ``metric.labels(*labels)``, looked up once (``labels()`` costs more than an
+        increment) and added to directly (see ``eventsvc.metrics.counter_cell``)."""
+        cell = self._cells.get((metric, labels))
+        if cell is None:
+            child = metric.labels(*labels)
+            cell = self._cells[(metric, labels)] = (
+                self.m.HistogramCells(child) if isinstance(child, self.m.Histogram) else self.m.counter_cell(child))
+        return cell
+
+    def wrap(self, wsgi_app: Callable) -> Callable:
+        def metered(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+            started = time.perf_counter()
+            answer: list[Any] = []
+
+            def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
+                # Flask calls this before it pops the request context: its request is still here.
+                answer[:] = status, headers, environ.get("werkzeug.request")
+                return start_response(status, headers, exc_info)
+
+            body = wsgi_app(environ, start)
+            if answer:
+                return self._counted(environ, *answer, body, time.perf_counter() - started)
+            return body
+
+        return metered
+
+    def _counted(self, environ: dict[str, Any], status_line: str, headers: list[tuple[str, str]],
+                 answered: Request | None, body: Iterable[bytes], elapsed: float) -> Iterable[bytes]:
+        m = self.m
+        status = status_line[:3]
+        url_rule = answered.url_rule if answered is not None else None
+        rule, endpoint = (url_rule.rule, url_rule.endpoint) if url_rule is not None else ("unmatched", None)
+        error_code = environ.get(ERROR_CODE_KEY)
+        self._cell(m.HTTP_REQUESTS, rule, status).inc(1)
         if error_code in STORAGE_CODES:
-            _child(m.STORAGE_ERRORS, error_code).inc()
-        if response.status_code == 200 and response.mimetype == "text/event-stream":
-            response.response = _open_while_iterated(response.response, m.OPEN_STREAMS)
-        return response
-
-    @app.teardown_request
-    def finished(exc: BaseException | None) -> None:
-        if g.pop("metrics_long_poll", False):
-            m.OPEN_LONG_POLLS.dec()
-
-
-def _waits(value: str | None) -> bool:
-    try:
-        return value is not None and 0 < float(value) <= 60
-    except ValueError:
-        return False
+            self._cell(m.STORAGE_ERRORS, error_code).inc(1)
+        if endpoint == APPEND:
+            self._cell(m.APPEND_REQUESTS, _APPEND_OUTCOMES.get(status) or error_code or "error").inc(1)
+            self._append_seconds.observe(elapsed)
+            return body
+        if status == "200" and _is_stream(headers):
+            return _OpenWhileIterated(body, m.OPEN_STREAMS)
+        if endpoint in READS:
+            self._cell(m.READ_SECONDS, rule).observe(elapsed)
+        return body
 
 
-def _open_while_iterated(body: Iterable[bytes], gauge) -> Iterator[bytes]:
-    """The stream's body, counted in ``gauge`` from its first byte until the server closes it."""
-    gauge.inc()
-    try:
-        yield from body
-    finally:
-        gauge.dec()
+def _is_stream(headers: list[tuple[str, str]]) -> bool:
+    return any(name == "Content-Type" and value.startswith("text/event-stream") for name, value in headers)
+
+
+class _OpenWhileIterated:
+    """A stream's body, counted in ``gauge`` from its first byte until the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], gauge: Any) -> None:
+        self._body, self._gauge, self._open = body, gauge, False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if not self._open:
+            self._open = True
+            self._gauge.inc()
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._open:
+                self._open = False
+                self._gauge.dec()

@@ -6,6 +6,7 @@ from flask import Blueprint, jsonify, request
 from ..errors import RunNotFound
 from ..live import long_poll, resolve
 from . import store
+from .metrics import long_polling
 from .slots import slots
 from .wire import listing_query, page_query, page_response
 
@@ -36,7 +37,7 @@ def run_events(run_id: str):
     if not query["wait"]:
         page = event_store.read_run_page(run_id, since_seq=query["since_seq"], limit=query["limit"], types=types)
     else:
-        with slots().held():  # a long-poll holds a thread like a stream: 503 too_many_streams past the cap
+        with slots().held(), long_polling():  # holds a thread like a stream: 503 too_many_streams past the cap
             session_id = resolve(event_store, session_id=None, run_id=run_id, wait=query["wait"])
             page = long_poll(event_store, session_id, run_id=run_id, since_seq=query["since_seq"],
                              limit=query["limit"], wait=query["wait"], types=types)

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..errors import SessionNotFound, ValidationFailed
 from ..live import long_poll, resolve
 from . import store
-from .metrics import count_appended
+from .metrics import count_appended, long_polling
 from .slots import slots
 from .wire import json_body, listing_query, page_query, page_response
 
@@ -42,7 +42,7 @@ def session_events(session_id: str):
     if not query["wait"]:
         page = event_store.read_page(session_id, since_seq=query["since_seq"], limit=query["limit"], types=types)
         return page_response(page, query["since_seq"])
-    with slots().held():  # a long-poll holds a thread like a stream: 503 too_many_streams past the cap
+    with slots().held(), long_polling():  # holds a thread like a stream: 503 too_many_streams past the cap
         resolve(event_store, session_id=session_id, run_id=None, wait=query["wait"])
         page = long_poll(event_store, session_id, run_id=None, since_seq=query["since_seq"],
                          limit=query["limit"], wait=query["wait"], types=types)

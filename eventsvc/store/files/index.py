@@ -24,7 +24,7 @@ from ...errors import StorageError, StorageFull
 from . import summary_index, type_filter
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 2  # 2: run and session summaries; an older index is moved aside and rebuilt
+SCHEMA_VERSION = 3  # 2: run and session summaries; 3: a run's own ``touched``; an older index is moved aside and rebuilt
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -103,8 +103,8 @@ _BEFORE_APPEND_SQL = (
     # and summary. Every append asks all three: the commit folds its rows into these summaries.
     f"SELECT 0, last_seq, segment, end_offset, {summary_index.SESSION_BEFORE}, NULL, NULL, NULL, NULL"
     " FROM session WHERE session_id = ?1"
-    ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL'
-    " FROM event INDEXED BY idx_session_event_id"
+    ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,'
+    " NULL FROM event INDEXED BY idx_session_event_id"
     " WHERE session_id = ?1 AND event_id IN (SELECT value FROM json_each(?2))"
     f" UNION ALL SELECT 2, {summary_index.RUN_BEFORE} FROM run WHERE run_id IN (SELECT value FROM json_each(?3))")
 # The same without the summaries, as before them: for the bench's index that keeps none (Index.keeps_summaries).
@@ -192,13 +192,13 @@ def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], ...]:
         blocked = pw.IntegerField()
         warned = pw.IntegerField()
         counts = pw.TextField()  # JSON object: type -> events of that type
-        touched = pw.IntegerField()  # the index commit that last added to it: "most recently appended-to"
+        touched = pw.IntegerField()  # unique; the highest is the run most recently appended-to (summary_index)
 
         class Meta:
             without_rowid = True
             indexes = (  # each ordered for one listing; unfiltered run listings merge the status ranges
-                (("status", "touched", "last_seq"), False),
-                (("session_id", "touched", "last_seq"), False),
+                (("status", "touched"), False),
+                (("session_id", "touched"), False),
                 (("session_id", "first_seq"), False),
             )
 
@@ -418,7 +418,7 @@ class Index:
             kind = row[0]
             if kind == 0:
                 state = SessionState(session_id, row[1], row[2], row[3])
-                session_summary = row[4:10]
+                session_summary = row[4:11]
             elif kind == 1:
                 stored[row[5]] = Location(row[1], row[2], row[3], row[4])
             else:

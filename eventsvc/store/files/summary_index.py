@@ -38,11 +38,19 @@ _SESSION_COLUMNS = "session_id, first_seq, last_seq, event_count, created_at, up
 # to Python costs a third of the whole upkeep (callgrind).
 _INSERT_RUN = (f"INSERT INTO run ({_RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
                " ?14, (SELECT touched FROM session WHERE session_id = ?2) - ?15)")
-# What ``Index.before_append`` reads of the session's summary and of each run's (in that order;
-# the run's counts stay in SQLite: a commit adds to them there).
-SESSION_BEFORE = "first_seq, event_count, created_at, run_count, active_runs, closed, touched"
-RUN_BEFORE = ("session_id, run_id, status, verify, first_seq, last_seq, event_count, created_at, started_at,"
-              " ended_at, updated_at, blocked, warned, touched")
+# What ``Index.before_append`` reads of the session's summary and of each run's: enough to tell
+# whether a single event can be added in SQL alone (``_count_one``); a commit that folds reads the
+# rest itself (_SUMMARIES_SQL), in its own transaction.
+SESSION_BEFORE = "event_count, touched"
+RUN_BEFORE = "session_id, run_id, event_count, touched"
+# What a fold starts from: the session's summary (kind 0) and each run's (kind 1; its counts stay
+# in SQLite: a commit adds to them there).
+_SESSION_SUMMARY = "first_seq, event_count, created_at, run_count, active_runs, closed, touched"
+_RUN_SUMMARY = ("session_id, run_id, status, verify, first_seq, last_seq, event_count, created_at, started_at,"
+                " ended_at, updated_at, blocked, warned, touched")
+_SUMMARIES_SQL = (f"SELECT 0, {_SESSION_SUMMARY}, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM session"
+                  f" WHERE session_id = ?1 UNION ALL SELECT 1, {_RUN_SUMMARY} FROM run"
+                  " WHERE run_id IN (SELECT value FROM json_each(?2))")
 # The session's summary, its checkpoint and its new number (?12 above the highest: one per run the
 # commit touches, at least one), in one statement.
 _UPSERT_SESSION = (
@@ -103,14 +111,14 @@ def _run_values(run: RunSummary) -> tuple:
 
 
 def session_before(session_id: str, row: Sequence[Any] | None) -> SessionSummary:
-    """A session's summary from the ``SESSION_BEFORE`` columns (None: a new session)."""
+    """A session's summary from the ``_SESSION_SUMMARY`` columns (None: a new session)."""
     if row is None:
         return SessionSummary(session_id)
     return SessionSummary(session_id, row[0], 0, row[1], row[2], None, row[3], row[4], bool(row[5]))
 
 
 def run_before(row: Sequence[Any]) -> RunSummary:
-    """A run's summary from the ``RUN_BEFORE`` columns, its counts empty: what a commit adds to them."""
+    """A run's summary from the ``_RUN_SUMMARY`` columns, its counts empty: what a commit adds to them."""
     return RunSummary(row[1], row[0], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
                       row[11], row[12], {})
 
@@ -122,19 +130,23 @@ def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int
     and the session lock.
 
     ``session_row`` and ``run_rows`` (run_id -> row) are the ``SESSION_BEFORE`` / ``RUN_BEFORE`` columns
-    read under that lock; a run of ``rows`` missing from ``run_rows`` is new and claimed here.
-    Raises RunSessionConflict when a run of ``rows`` belongs to another session (or another session
-    claimed it since ``run_rows`` was read).
+    read under that lock. A fold reads the summaries again in the commit's transaction: a run of
+    ``rows`` without one is new and claimed here. Raises RunSessionConflict when a run of ``rows``
+    belongs to another session (which may have claimed it since ``run_rows`` was read).
     """
     if len(rows) == 1 and session_row is not None and rows[0][3] not in STATEFUL_TYPES and _count_one(
             conn, session_id, checkpoint, rows[0], session_row, run_rows):
         return
+    session_row, run_rows = None, {}
+    run_ids = list({row[2] for row in rows if row[2] is not None})
+    for row in conn.execute(_SUMMARIES_SQL, (session_id, json.dumps(run_ids))):
+        if row[0] == 0:
+            session_row = row[1:]
+        else:
+            run_rows[row[2]] = row[1:]
     session = session_before(session_id, session_row)
     runs: dict[str, RunSummary] = {}
-    for run_id in {row[2] for row in rows}:
-        before = run_rows.get(run_id) if run_id is not None else None
-        if before is None:
-            continue
+    for run_id, before in run_rows.items():
         if before[0] != session_id:
             raise RunSessionConflict(f"run {run_id!r} belongs to session {before[0]!r}",
                                      {"run_id": run_id, "session_id": before[0]})
@@ -159,14 +171,7 @@ def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int
                 run_id, session_id, run.verify, run.status, run.last_seq, run.event_count, run.created_at,
                 run.started_at, run.ended_at, run.updated_at, run.blocked, run.warned, place, *added))
         else:
-            try:
-                conn.execute(_INSERT_RUN, (*_run_values(run), place))
-            except sqlite3.IntegrityError:  # claimed by another session since run_rows was read
-                owner = conn.execute("SELECT session_id FROM run WHERE run_id = ?", (run_id,)).fetchone()
-                if owner is None:
-                    raise
-                raise RunSessionConflict(f"run {run_id!r} belongs to session {owner[0]!r}",
-                                         {"run_id": run_id, "session_id": owner[0]}) from None
+            conn.execute(_INSERT_RUN, (*_run_values(run), place))  # no row in this transaction's read: new
 
 
 def _count_one(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int, int], row: tuple,
@@ -175,11 +180,11 @@ def _count_one(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int,
     case) when the session and its run hold the highest numbers and have events; False, having
     written nothing, when they do not (``record`` then folds)."""
     run_id = row[2]
-    if not session_row[1]:
+    if not session_row[0]:
         return False
     if run_id is not None:
         before = run_rows.get(run_id)
-        if before is None or before[0] != session_id or before[13] != session_row[6] or not before[6]:
+        if before is None or before[0] != session_id or before[3] != session_row[1] or not before[2]:
             return False
     if not conn.execute(_COUNT_IN_SESSION, (session_id, *checkpoint, row[5])).rowcount:
         return False

@@ -102,9 +102,10 @@ _BEFORE_APPEND_SQL = (
     # kind 0: the checkpoint and what the commit needs of the session's summary; 1: an event_id already
     # stored; 2: a run's owner and what the commit needs of its summary (summary_index.*_BEFORE).
     f"SELECT 0, last_seq, segment, end_offset, {summary_index.SESSION_BEFORE} FROM session WHERE session_id = ?1"
-    ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id FROM event INDEXED BY idx_session_event_id'
+    ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id, NULL FROM event INDEXED BY idx_session_event_id'
     " WHERE session_id = ?1 AND event_id IN (SELECT value FROM json_each(?2))"
-    f" UNION ALL SELECT 2, {summary_index.RUN_BEFORE}, NULL FROM run WHERE run_id IN (SELECT value FROM json_each(?3))")
+    f" UNION ALL SELECT 2, {summary_index.RUN_BEFORE}, NULL, NULL FROM run"
+    " WHERE run_id IN (SELECT value FROM json_each(?3))")
 # The same without the summaries, as before them: for the bench's index that keeps none (Index.keeps_summaries).
 _BEFORE_APPEND_WITHOUT_SUMMARIES_SQL = (
     "SELECT 0, last_seq, segment, end_offset, NULL, NULL FROM session WHERE session_id = ?1"
@@ -416,7 +417,7 @@ class Index:
             kind = row[0]
             if kind == 0:
                 state = SessionState(session_id, row[1], row[2], row[3])
-                session_summary = row[4:6]
+                session_summary = row[4:7]
             elif kind == 1:
                 stored[row[5]] = Location(row[1], row[2], row[3], row[4])
             else:

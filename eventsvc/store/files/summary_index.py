@@ -38,17 +38,18 @@ _SESSION_COLUMNS = "session_id, first_seq, last_seq, event_count, created_at, up
 # to Python costs a third of the whole upkeep (callgrind).
 _INSERT_RUN = (f"INSERT INTO run ({_RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
                " ?14, (SELECT touched FROM session WHERE session_id = ?2) - ?15)")
+_NEWEST = "touched = (SELECT max(touched) FROM session)"  # whether a session holds the highest number
 # What ``Index.before_append`` reads of the session's summary and of each run's: enough to tell
 # whether a single event can be added in SQL alone (``_count_one``); a commit that folds reads the
 # rest itself (_SUMMARIES_SQL), in its own transaction.
-SESSION_BEFORE = "event_count, touched"
+SESSION_BEFORE = f"event_count, touched, {_NEWEST}"
 RUN_BEFORE = "session_id, run_id, event_count, touched"
 # What a fold starts from: the session's summary (kind 0) and each run's (kind 1; its counts stay
 # in SQLite: a commit adds to them there).
-_SESSION_SUMMARY = "first_seq, event_count, created_at, run_count, active_runs, closed, touched"
+_SESSION_SUMMARY = f"first_seq, event_count, created_at, run_count, active_runs, closed, touched, {_NEWEST}"
 _RUN_SUMMARY = ("session_id, run_id, status, verify, first_seq, last_seq, event_count, created_at, started_at,"
                 " ended_at, updated_at, blocked, warned, touched")
-_SUMMARIES_SQL = (f"SELECT 0, {_SESSION_SUMMARY}, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM session"
+_SUMMARIES_SQL = (f"SELECT 0, {_SESSION_SUMMARY}, NULL, NULL, NULL, NULL, NULL, NULL FROM session"
                   f" WHERE session_id = ?1 UNION ALL SELECT 1, {_RUN_SUMMARY} FROM run"
                   " WHERE run_id IN (SELECT value FROM json_each(?2))")
 # The session's summary, its checkpoint and its new number (?12 above the highest: one per run the
@@ -61,21 +62,28 @@ _UPSERT_SESSION = (
     " end_offset = excluded.end_offset, first_seq = excluded.first_seq, event_count = excluded.event_count,"
     " created_at = excluded.created_at, updated_at = excluded.updated_at, run_count = excluded.run_count,"
     " active_runs = excluded.active_runs, closed = excluded.closed, touched = excluded.touched")
-# The same for a session that keeps its number: only while it holds the highest, which the WHERE
-# checks in the commit's own transaction (another session may have committed since the read).
-_UPDATE_NEWEST_SESSION = (
+# The same for a session that keeps its number (the fold read, in this transaction, that it holds
+# the highest).
+_UPDATE_SESSION = (
     "UPDATE session SET last_seq = ?2, segment = ?3, end_offset = ?4, first_seq = ?5, event_count = ?6,"
-    " created_at = ?7, updated_at = ?8, run_count = ?9, active_runs = ?10, closed = ?11"
-    " WHERE session_id = ?1 AND touched = (SELECT max(touched) FROM session)")
-# One event that only counts (summaries.STATEFUL_TYPES), added to a session that holds the highest
-# number and already has events, and to its run, which holds the session's number and has events:
-# the fold's step for such an event (last_seq, event_count, updated_at, counts), in SQL.
+    " created_at = ?7, updated_at = ?8, run_count = ?9, active_runs = ?10, closed = ?11 WHERE session_id = ?1")
+# One event that only counts (summaries.STATEFUL_TYPES), added to a session that has events and to
+# its run, which has events: the fold's step for such an event (last_seq, event_count, updated_at,
+# counts) in SQL, the numbers kept or renumbered as a fold would. Keeping them is checked again in
+# the commit's transaction (another session may have committed since the read).
+_COUNT_IN_NEWEST_SESSION = (
+    "UPDATE session SET last_seq = ?2, segment = ?3, end_offset = ?4, event_count = event_count + 1,"
+    f" updated_at = ?5 WHERE session_id = ?1 AND {_NEWEST}")
 _COUNT_IN_SESSION = (
     "UPDATE session SET last_seq = ?2, segment = ?3, end_offset = ?4, event_count = event_count + 1,"
-    " updated_at = ?5 WHERE session_id = ?1 AND touched = (SELECT max(touched) FROM session)")
-_COUNT_IN_RUN = (
+    " updated_at = ?5, touched = (SELECT max(touched) FROM session) + 1 WHERE session_id = ?1")
+_COUNT_IN_NEWEST_RUN = (
     "UPDATE run SET last_seq = ?2, event_count = event_count + 1, updated_at = ?3,"
     " counts = json_set(counts, ?4, coalesce(json_extract(counts, ?4), 0) + 1) WHERE run_id = ?1")
+_COUNT_IN_RUN = (
+    "UPDATE run SET last_seq = ?2, event_count = event_count + 1, updated_at = ?3,"
+    " counts = json_set(counts, ?4, coalesce(json_extract(counts, ?4), 0) + 1),"
+    " touched = (SELECT touched FROM session WHERE session_id = ?5) WHERE run_id = ?1")
 _ORDER = " ORDER BY touched DESC LIMIT ?"
 
 
@@ -153,15 +161,16 @@ def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int
         runs[run_id] = run_before(before)
     touched_runs = fold(session, runs, [(row[1], row[2], row[3], row[5]) for row in rows])
     ordered = sorted(touched_runs, key=lambda run_id: runs[run_id].last_seq)
-    # The session and its only run touched hold the highest numbers already (if the session still
-    # holds the highest of all, which the UPDATE checks): no new numbers, no index re-keyed.
-    renumber = not (session_row is not None and (
+    # The session and its only run touched hold the highest numbers already: no new numbers, no
+    # listing index re-keyed.
+    renumber = not (session_row is not None and session_row[7] and (
         not ordered or len(ordered) == 1 and ordered[0] in run_rows and run_rows[ordered[0]][13] == session_row[6]))
     values = (session_id, *checkpoint, session.first_seq, session.event_count, session.created_at,
               session.updated_at, session.run_count, session.active_runs, int(session.closed))
-    if renumber or not conn.execute(_UPDATE_NEWEST_SESSION, values).rowcount:
-        renumber = True
+    if renumber:
         conn.execute(_UPSERT_SESSION, (*values, max(1, len(ordered))))
+    else:
+        conn.execute(_UPDATE_SESSION, values)
     for place, run_id in enumerate(reversed(ordered)):
         run = runs[run_id]
         before = run_rows.get(run_id)
@@ -177,19 +186,26 @@ def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int
 def _count_one(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int, int], row: tuple,
                session_row: Sequence[Any], run_rows: dict[str, Sequence[Any]]) -> bool:
     """Add one event that only counts in SQL, without the fold's objects (a single append's usual
-    case) when the session and its run hold the highest numbers and have events; False, having
-    written nothing, when they do not (``record`` then folds)."""
+    case), when its session and its run (if any) have events; False, having written nothing, when
+    they do not (``record`` then folds)."""
     run_id = row[2]
     if not session_row[0]:
         return False
+    newest = session_row[2]
     if run_id is not None:
         before = run_rows.get(run_id)
-        if before is None or before[0] != session_id or before[3] != session_row[1] or not before[2]:
+        if before is None or before[0] != session_id or not before[2]:
             return False
-    if not conn.execute(_COUNT_IN_SESSION, (session_id, *checkpoint, row[5])).rowcount:
-        return False
+        newest = newest and before[3] == session_row[1]
+    values = (session_id, *checkpoint, row[5])
+    if not (newest and conn.execute(_COUNT_IN_NEWEST_SESSION, values).rowcount):
+        newest = False
+        conn.execute(_COUNT_IN_SESSION, values)
     if run_id is not None:
-        conn.execute(_COUNT_IN_RUN, (run_id, row[1], row[5], _path(row[3])))
+        if newest:
+            conn.execute(_COUNT_IN_NEWEST_RUN, (run_id, row[1], row[5], _path(row[3])))
+        else:
+            conn.execute(_COUNT_IN_RUN, (run_id, row[1], row[5], _path(row[3]), session_id))
     return True
 
 

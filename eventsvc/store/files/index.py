@@ -24,7 +24,8 @@ from ...errors import StorageError, StorageFull
 from . import summary_index, type_filter
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 3  # 2: run and session summaries; 3: a run's own ``touched``; an older index is moved aside and rebuilt
+# 2: run and session summaries; 3: a run's own ``touched``. An older index is moved aside and rebuilt.
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -284,7 +285,8 @@ class BeforeAppend:
     """What an append (or a repair indexing lines found in the log) must know first, read in one statement.
 
     Read under the session lock, which every writer of the session's rows holds (a reindex holds
-    the whole store), so the summaries are still current when the commit folds its rows into them.
+    the whole store), so what it says of the session's and its runs' summaries is still true at the
+    commit, except whether the session holds the highest number (summary_index checks that again).
     """
 
     state: SessionState | None

@@ -2,11 +2,14 @@
 
 ``record`` runs inside the transaction that indexes an append (or a repair's or a rebuild's
 rows, which go through the same commit), so a summary is never behind or ahead of the event
-rows. It folds the new rows into the summaries ``Index.before_append`` read (under the session
-lock, which every writer of a session's rows holds, so they are still current) with
-``eventsvc.summaries.fold`` and writes them back: one statement for the session, one per run
-touched, whatever the number of events. A run's ``counts`` are added to in SQL (``json_set``),
-never decoded and encoded again in Python.
+rows. A single append's usual event, one that only counts (not in ``summaries.STATEFUL_TYPES``)
+to a session and a run that have events, is added in SQL alone (``_count_one``: the fold's step
+for it is last_seq, event_count, updated_at and one count), decided on what
+``Index.before_append`` read under the session lock, which every writer of a session's rows
+holds. Anything else is folded with ``eventsvc.summaries.fold`` into the summaries read in the
+commit's own transaction and written back: one statement for the session, one per run touched,
+whatever the number of events. A run's ``counts`` are added to in SQL (``json_set``), never
+decoded and encoded again in Python.
 
 ``touched`` orders the listings, newest first, through indexes that end with it (after the
 status or session they filter on), so a page never sorts or scans. A commit that re-numbers
@@ -286,8 +289,9 @@ def list_runs(conn: sqlite3.Connection, *, session_id: str | None, statuses: Ite
     """Up to ``limit`` ((touched, last_seq), summary), most recently appended-to first, below ``before``.
 
     ``touched`` alone orders (it is unique); last_seq rides along in the position for the cursor's
-    shape, which both backends share. Each status is one range of the (status, touched) index; several (all seven without a
-    filter) are merged here rather than sorted by SQLite, so a page reads at most ``limit`` rows per status.
+    shape, which both backends share. Each status is one range of the (status, touched) index;
+    several (all seven without a filter) are merged here rather than sorted by SQLite, so a page
+    reads at most ``limit`` rows per status.
     """
     after = " AND touched < ?" if before is not None else ""
     position = (before[0],) if before is not None else ()

@@ -18,6 +18,12 @@ RUN_KEYS = ("run_id", "session_id", "status", "verify", "first_seq", "last_seq",
             "started_at", "ended_at", "updated_at", "policy", "counts")
 SESSION_KEYS = ("session_id", "first_seq", "last_seq", "event_count", "created_at", "updated_at", "run_count",
                 "active_runs", "closed")
+# The types whose events change a summary beyond counting them (last_seq, event_count, updated_at,
+# counts): lifecycle, verify and policy events and a session's close. The index adds one event of
+# any other type to summaries it already holds in SQL alone (summary_index), so ``fold`` must
+# look at nothing else.
+STATEFUL_TYPES = frozenset({*lifecycle.STATUS_BY_TYPE, *lifecycle.VERIFY_BY_TYPE, *lifecycle.POLICY_KEY_BY_TYPE,
+                            "session_closed"})
 
 
 @dataclass
@@ -45,6 +51,8 @@ class RunSummary:
         self.event_count += 1
         self.updated_at = timestamp
         self.counts[event_type] = self.counts.get(event_type, 0) + 1
+        if event_type not in STATEFUL_TYPES:
+            return
         if event_type in lifecycle.STATUS_BY_TYPE:
             before = self.status
             self.status = lifecycle.next_status(before, event_type)

@@ -241,6 +241,64 @@ def test_a_run_claimed_between_the_read_and_the_commit_is_refused_and_nothing_is
         store.close()
 
 
+def test_single_counting_events_keep_the_summaries_and_the_recency_order(data_dir):
+    """A counting-only event to the newest session's newest run is added in SQL alone; any other
+    single append folds and renumbers: both leave what a recomputation from the log gives."""
+    store = EventStore(data_dir, fsync=False)
+    ids = lambda items, key: [item[key] for item in items]  # noqa: E731
+    try:
+        store.append("s1", {"type": "run_created", "run_id": "r1"})
+        for type_ in ["tool_call", "tool_result", "tool_call", "assistant_message"]:
+            store.append("s1", {"type": type_, "run_id": "r1"})  # the newest run: counted in SQL
+        store.append("s1", {"type": "user_message"})  # no run: the session's summary only
+        store.append("s1", {"type": "tool_call", "run_id": "r2"})  # a new run
+        store.append("s1", {"type": "tool_call", "run_id": "r1"})  # an older run of the newest session
+        assert ids(store.list_runs().items, "run_id") == ["r1", "r2"]
+        store.append("s2", {"type": "run_created", "run_id": "r3"})
+        store.append("s1", {"type": "tool_result", "run_id": "r1"})  # the session was overtaken
+        assert ids(store.list_sessions().items, "session_id") == ["s1", "s2"]
+        assert ids(store.list_runs().items, "run_id") == ["r1", "r3", "r2"]
+        store.append("s1", {"type": "tool_call", "run_id": "r1"})
+        store.append("s1", {"type": "tool_policy_warn", "run_id": "r1"})  # stateful: folded
+        store.append("s1", {"type": "tool_call", "run_id": "r1"})
+        store.append("s2", {"type": "tool_call", "run_id": "r3"})
+        assert ids(walk(store.list_runs, limit=1), "run_id") == ["r3", "r1", "r2"]
+        assert ids(walk(store.list_runs, session_id="s1", limit=1), "run_id") == ["r1", "r2"]
+        assert ids(walk(store.list_runs, statuses=["created", "unknown"], limit=1), "run_id") == ["r3", "r1", "r2"]
+        assert ids(walk(store.list_runs, statuses=["unknown"], limit=1), "run_id") == ["r2"]
+        assert ids(walk(store.list_sessions, limit=1), "session_id") == ["s2", "s1"]
+        assert stored_summaries(store, data_dir) == log_summaries(data_dir)
+        assert store.get_run("r1")["counts"] == {"run_created": 1, "tool_call": 5, "tool_result": 2,
+                                                 "assistant_message": 1, "tool_policy_warn": 1}
+    finally:
+        store.close()
+
+
+def test_a_session_overtaken_between_the_read_and_the_commit_moves_first_again(data_dir):
+    """The read before a commit may see its session as the newest; one appended to in between makes
+    the commit renumber, so the listings still put the last append first."""
+    store = EventStore(data_dir, fsync=False)
+    try:
+        store.append("s1", {"type": "run_created", "run_id": "r1"})
+        store.append("s1", {"type": "tool_call", "run_id": "r1"})
+        index = store._index
+        commit = index.commit_append
+
+        def overtaken(*args, **kwargs):
+            del index.commit_append
+            store.append("s2", {"type": "run_created", "run_id": "r2"})
+            return commit(*args, **kwargs)
+
+        index.commit_append = overtaken
+        store.append("s1", {"type": "tool_call", "run_id": "r1"})
+        assert "commit_append" not in vars(index)
+        assert [s["session_id"] for s in store.list_sessions().items] == ["s1", "s2"]
+        assert [r["run_id"] for r in store.list_runs().items] == ["r1", "r2"]
+        assert stored_summaries(store, data_dir) == log_summaries(data_dir)
+    finally:
+        store.close()
+
+
 # -- listings ----------------------------------------------------------------------------------------
 
 def walk(list_page, **kwargs) -> list[dict]:

@@ -24,7 +24,8 @@ from ...errors import StorageError, StorageFull
 from . import summary_index, type_filter
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 2  # 2: run and session summaries; an older index is moved aside and rebuilt
+# 2: run and session summaries; 3: a run's own ``touched``. An older index is moved aside and rebuilt.
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -99,14 +100,13 @@ def unpacked(columns: Sequence[str | None]) -> list[Location]:
 
 
 _BEFORE_APPEND_SQL = (
-    # kind 0: the checkpoint and the session's summary; 1: an event_id already stored; 2: a run's owner
-    # and summary. Every append asks all three: the commit folds its rows into these summaries.
-    f"SELECT 0, last_seq, segment, end_offset, {summary_index.SESSION_BEFORE}, NULL, NULL, NULL, NULL"
-    " FROM session WHERE session_id = ?1"
-    ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL'
-    " FROM event INDEXED BY idx_session_event_id"
+    # kind 0: the checkpoint and what the commit needs of the session's summary; 1: an event_id already
+    # stored; 2: a run's owner and what the commit needs of its summary (summary_index.*_BEFORE).
+    f"SELECT 0, last_seq, segment, end_offset, {summary_index.SESSION_BEFORE} FROM session WHERE session_id = ?1"
+    ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id, NULL FROM event INDEXED BY idx_session_event_id'
     " WHERE session_id = ?1 AND event_id IN (SELECT value FROM json_each(?2))"
-    f" UNION ALL SELECT 2, {summary_index.RUN_BEFORE} FROM run WHERE run_id IN (SELECT value FROM json_each(?3))")
+    f" UNION ALL SELECT 2, {summary_index.RUN_BEFORE}, NULL, NULL FROM run"
+    " WHERE run_id IN (SELECT value FROM json_each(?3))")
 # The same without the summaries, as before them: for the bench's index that keeps none (Index.keeps_summaries).
 _BEFORE_APPEND_WITHOUT_SUMMARIES_SQL = (
     "SELECT 0, last_seq, segment, end_offset, NULL, NULL FROM session WHERE session_id = ?1"
@@ -192,13 +192,13 @@ def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], ...]:
         blocked = pw.IntegerField()
         warned = pw.IntegerField()
         counts = pw.TextField()  # JSON object: type -> events of that type
-        touched = pw.IntegerField()  # the index commit that last added to it: "most recently appended-to"
+        touched = pw.IntegerField()  # unique; the highest is the run most recently appended-to (summary_index)
 
         class Meta:
             without_rowid = True
             indexes = (  # each ordered for one listing; unfiltered run listings merge the status ranges
-                (("status", "touched", "last_seq"), False),
-                (("session_id", "touched", "last_seq"), False),
+                (("status", "touched"), False),
+                (("session_id", "touched"), False),
                 (("session_id", "first_seq"), False),
             )
 
@@ -285,7 +285,8 @@ class BeforeAppend:
     """What an append (or a repair indexing lines found in the log) must know first, read in one statement.
 
     Read under the session lock, which every writer of the session's rows holds (a reindex holds
-    the whole store), so the summaries are still current when the commit folds its rows into them.
+    the whole store), so what it says of the session's and its runs' summaries is still true at the
+    commit, except whether the session holds the highest number (summary_index checks that again).
     """
 
     state: SessionState | None
@@ -418,12 +419,12 @@ class Index:
             kind = row[0]
             if kind == 0:
                 state = SessionState(session_id, row[1], row[2], row[3])
-                session_summary = row[4:10]
+                session_summary = row[4:7]
             elif kind == 1:
                 stored[row[5]] = Location(row[1], row[2], row[3], row[4])
             else:
                 owners[row[2]] = row[1]
-                run_summaries[row[2]] = row[1:]
+                run_summaries[row[2]] = row[1:5]
         return BeforeAppend(state, stored, owners, session_summary, run_summaries)
 
     def run_session(self, run_id: str) -> str | None:

@@ -233,7 +233,7 @@ def test_a_run_claimed_between_the_read_and_the_commit_is_refused_and_nothing_is
         rows = [("s1", late.last_seq, "r-raced", "run_created", "e-late", TS % 1, state.segment, state.end_offset,
                  100)]
         with pytest.raises(RunSessionConflict):
-            index.commit_append(late, rows, known)
+            index.commit_append(late, rows, known, marked=False)
         assert store.last_seq("s1") == 1 and store.get_session("s1")["event_count"] == 1
         assert store.get_run("r-raced")["session_id"] == "s2" and store.get_run("r-raced")["event_count"] == 1
         assert stored_summaries(store, data_dir) == log_summaries(data_dir)

@@ -4,7 +4,7 @@ A folder may come from elsewhere, so each entry is seen with ``lstat`` and never
 segment, seal or kept torn line must be a regular file, a session a real folder, the index and
 lock files regular files. Anything else is listed as unexpected (``UNEXPECTED_ENTRY``, an
 error): a clean audit means every entry was a regular file it fully checked, or one of the
-files the store keeps for itself beside the log (the index, its lock files, a session's batch mark).
+files the store keeps for itself beside the log (the index, its lock files).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .audit_checks import AuditError
 from ..schemas import is_valid_id
-from ..store.files import batch_marks, segments
+from ..store.files import segments
 from ..store.files.locks import LOCKS_DIR
 from ..store.files.seals import SEAL_SUFFIX
 from ..store.files.untrusted import kind
@@ -101,8 +101,6 @@ def _list_session(session_dir: Path, unexpected: list[tuple[Path, str]]) -> _Lis
         elif _TORN.match(name):
             listing.torn.append(name)
             continue
-        elif name == batch_marks.MARK_FILE:
-            continue  # the store's own bookkeeping, not the log: recovery reads it bounded and checks its CRC
         else:
             unexpected.append((path, "a file the store never writes in a session folder: not checked"))
             continue

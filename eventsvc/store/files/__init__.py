@@ -149,36 +149,29 @@ class EventStore(AppendShortcuts, EnvelopeReads):
     def recover(self) -> None:
         """Catch every session's index up with its log (cheap: two stats per clean session)."""
         states = {state.session_id: state for state in self._index.session_states()}
-        marked_in_index = set(self._index.pending_batch_sessions())  # by an earlier version: settled once
-        for session_id in marked_in_index:
-            if not os.path.isdir(os.path.join(self._segments_root, session_id)):
-                self._index.clear_batch(session_id)  # nothing written: it must not sit under a first append
         for entry in os.scandir(self.segments_dir):
             if entry.is_symlink() and is_valid_id(entry.name):
                 # A folder received from elsewhere: its link is never followed, its session never served.
                 self.unreadable[entry.name] = "the session folder is a symbolic link"
                 log.error("session %s is not served: its folder is a symbolic link", entry.name)
             elif entry.is_dir(follow_symlinks=False) and is_valid_id(entry.name):
-                marked = entry.name in marked_in_index
-                if marked or not is_consistent(states.get(entry.name), entry.path):
+                if not is_consistent(states.get(entry.name), entry.path):
                     try:
-                        self._repair(entry.name, even_if_consistent=marked)
+                        self._repair(entry.name)
                     except StorageError:
                         pass  # recorded in self.damaged; the other sessions are served as usual
 
-    def _repair(self, session_id: str, *, even_if_consistent: bool = False) -> SessionState | None:
+    def _repair(self, session_id: str) -> SessionState | None:
         with self._locks.session(session_id):
-            return self._repaired(session_id, self._index.session_state(session_id),
-                                  even_if_consistent=even_if_consistent)[0]
+            return self._caught_up(session_id)
 
     def _caught_up(self, session_id: str) -> SessionState | None:
         """The session's checkpoint, after repairing the tail if the log moved. Caller holds the lock."""
         return self._repaired(session_id, self._index.session_state(session_id))[0]
 
-    def _repaired(self, session_id: str, state: SessionState | None, *,
-                  even_if_consistent: bool = False) -> tuple[SessionState | None, bool]:
+    def _repaired(self, session_id: str, state: SessionState | None) -> tuple[SessionState | None, bool]:
         """(checkpoint, whether a repair ran) given the checkpoint just read. Caller holds the lock."""
-        if not even_if_consistent and is_consistent(state, os.path.join(self._segments_root, session_id)):
+        if is_consistent(state, os.path.join(self._segments_root, session_id)):
             self.damaged.pop(session_id, None)  # an operator may have mended the log meanwhile
             return state, False
         try:
@@ -299,28 +292,27 @@ class EventStore(AppendShortcuts, EnvelopeReads):
         rules.check_sizes(fresh, lines, self.max_event_bytes)
 
         segment, offset = self._segment_for(session_id, state, last_seq + 1)
-        session_dir = os.path.join(self._segments_root, session_id)
-        path = os.path.join(session_dir, segments.segment_name(segment))
+        path = os.path.join(self._segments_root, session_id, segments.segment_name(segment))
         data = b"".join(lines)
-        marked = len(lines) > 1
-        if marked:  # durable before any line of the batch can reach the disk: a batch is all or none
-            appends.mark_batch(session_dir, segment, offset, offset + len(data), fsync=self.fsync, io=self.io)
+        if len(lines) > 1:
+            self._index.mark_batch(session_id, segment, offset, offset + len(data), durable=self.fsync)
         # Segment first: the index can always be rebuilt from the log, never the reverse.
         try:
             appends.write_log(path, offset, data, fsync=self.fsync, io=self.io)
         except StorageError:
-            if marked:  # cut back already: the mark points at nothing
-                appends.clear_mark(session_dir, fsync=self.fsync)
+            if len(lines) > 1:
+                try:
+                    self._index.clear_batch(session_id)  # cut back already: the mark points at nothing
+                except DRIVER_ERRORS:
+                    pass  # a stale mark is harmless: recovery honours only a mark at the checkpoint
             raise
         rows, end = appends.index_rows(session_id, fresh, lines, last_seq, segment, offset)
         new_state = SessionState(session_id, last_seq + len(fresh), segment, end)
         try:
-            self._index.commit_append(new_state, rows, known)
+            self._index.commit_append(new_state, rows, known, marked=len(lines) > 1)
         except BaseException:
             # Not acknowledged, so not kept: cut the log back to where the index ends.
             appends.undo_write(path, offset)
-            if marked:
-                appends.clear_mark(session_dir, fsync=self.fsync)
             raise
         self.watcher.appended(session_id, new_state.last_seq)
         seqs = {draft.event_id: seq for seq, draft in enumerate(fresh, last_seq + 1)}

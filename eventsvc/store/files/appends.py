@@ -1,5 +1,4 @@
-"""The files backend's steps of one append that touch the disk: marking a batch, writing the log,
-undoing a write (and the index rows of what was written).
+"""The files backend's steps of one append that touch the disk: index rows, writing the log, undoing a write.
 
 The decisions made before anything is written (re-sends, expected seqs, run ownership, sizes)
 are the shared rules of ``eventsvc.store.rules``; the caller holds the session lock.
@@ -12,7 +11,7 @@ import os
 from pathlib import Path
 
 from ...errors import StorageError, StorageFull
-from . import batch_marks, segments
+from . import segments
 from ..drafts import Draft
 
 log = logging.getLogger(__name__)
@@ -40,25 +39,6 @@ def write_log(path: str, offset: int, data: bytes, *, fsync: bool, io: segments.
         if offset == 0:
             _drop_empty(path)
         raise storage_error(path, exc) from None
-
-
-def mark_batch(session_dir: str, segment: int, start: int, end: int, *, fsync: bool,
-               io: segments.SegmentIO) -> None:
-    """Mark the batch about to be written (see batch_marks); raises StorageFull or StorageError."""
-    try:
-        batch_marks.write(session_dir, segment, start, end, fsync=fsync, io=io)
-    except OSError as exc:
-        clear_mark(session_dir, fsync=fsync)  # it may have reached the page cache, if not the disk
-        raise storage_error(os.path.join(session_dir, batch_marks.MARK_FILE), exc) from None
-
-
-def clear_mark(session_dir: str, *, fsync: bool) -> None:
-    """Forget the mark of a batch that was not written; a failure is logged (recovery honours a
-    mark only at the checkpoint, and the session's next batch overwrites it)."""
-    try:
-        batch_marks.clear(session_dir, fsync=fsync)
-    except OSError as exc:
-        log.error("could not clear the batch mark in %s (%s)", session_dir, exc)
 
 
 def undo_write(path: str, offset: int) -> None:

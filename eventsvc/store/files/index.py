@@ -222,9 +222,7 @@ def define_models(db: pw.SqliteDatabase) -> tuple[type[pw.Model], ...]:
             without_rowid = True
 
     class PendingBatch(BaseModel):
-        """Where an earlier version marked a multi-event append before writing it (batches are now
-        marked in the session's folder, see batch_marks): kept so an index written by that version
-        keeps its schema, and its marks are honoured once at open."""
+        """A multi-event append between its write and its index commit (at most one per session)."""
 
         session_id = pw.TextField(primary_key=True)
         segment = pw.IntegerField()
@@ -434,31 +432,39 @@ class Index:
         return row[0] if row else None
 
     def pending_batch(self, session_id: str) -> tuple[int, int, int] | None:
-        """(segment, offset, end) of a batch an earlier version marked in the index and never committed."""
+        """(segment, offset, end) of a batch append that was written but never committed."""
         row = self.db.execute_sql("SELECT segment, \"offset\", end_offset FROM pending_batch WHERE session_id = ?",
                                   (session_id,)).fetchone()
         return tuple(row) if row else None
 
-    def pending_batch_sessions(self) -> list[str]:
-        """Sessions with such a mark: recovery looks at each once, whether or not its log moved."""
-        return [row[0] for row in self.db.execute_sql("SELECT session_id FROM pending_batch")]
-
     # -- the write ---------------------------------------------------------------------------
 
-    def clear_batch(self, session_id: str) -> None:
-        """Drop the session's mark durably (synchronous=FULL): one left behind after a power cut
-        would be honoured again, and could cut appends written at its start since."""
+    def mark_batch(self, session_id: str, segment: int, offset: int, end: int, *, durable: bool) -> None:
+        """Record where a multi-event append is about to be written, before it is written.
+
+        Recovery uses it to tell a batch cut short by a crash (cut aside whole, so a batch is
+        all or none) from complete lines that only missed their index commit (indexed).
+        ``durable`` commits with synchronous=FULL so the mark survives a power loss too.
+        """
         conn = self.db.connection()
-        conn.execute("PRAGMA synchronous = FULL")
+        if durable:
+            conn.execute("PRAGMA synchronous = FULL")
         try:
             with self._write_lock(), self.db.atomic():
-                conn.execute("DELETE FROM pending_batch WHERE session_id = ?", (session_id,))
+                conn.execute('INSERT OR REPLACE INTO pending_batch (session_id, segment, "offset", end_offset)'
+                             " VALUES (?, ?, ?, ?)", (session_id, segment, offset, end))
         finally:
-            conn.execute("PRAGMA synchronous = NORMAL")
+            if durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
 
-    def commit_append(self, state: SessionState, rows: Sequence[tuple], known: BeforeAppend) -> None:
+    def clear_batch(self, session_id: str) -> None:
+        with self._write_lock(), self.db.atomic():
+            self.db.execute_sql("DELETE FROM pending_batch WHERE session_id = ?", (session_id,))
+
+    def commit_append(self, state: SessionState, rows: Sequence[tuple], known: BeforeAppend, *,
+                      marked: bool = True) -> None:
         """Index one append in one transaction: event rows, the summaries of the runs and the session
-        they touch, the session checkpoint.
+        they touch, the session checkpoint (and the end of its pending-batch mark).
 
         ``rows`` are (session_id, seq, run_id, type, event_id, timestamp, segment, offset, length);
         ``known`` is what ``before_append`` read for them under the session lock, which the caller
@@ -475,6 +481,8 @@ class Index:
             conn.executemany(
                 'INSERT INTO event (session_id, seq, run_id, type, event_id, timestamp, segment, "offset", length)'
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if marked:  # only a batch append leaves a mark behind; a single one need not look
+                conn.execute("DELETE FROM pending_batch WHERE session_id = ?", (state.session_id,))
 
     def forget_after(self, session_id: str, seq: int, state: SessionState | None) -> int:
         """Drop rows past ``seq`` (the log lost them), reset the checkpoint and recompute the session's

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ...errors import StorageError
 from ...schemas import ENVELOPE_KEYS, is_valid_id
-from . import batch_marks, segments, untrusted
+from . import segments, untrusted
 from .index import INDEX_FILE, Index, SessionState
 from .locks import LOCKS_DIR
 
@@ -212,28 +212,19 @@ def _cut_unfinished_batch(index: Index, session_dir: Path, session_id: str, stat
     """A batch append interrupted mid-write is cut aside whole: a batch is all or none.
 
     Only a mark that starts exactly at the checkpoint counts; any other mark is stale (its
-    append failed and was cut back already, or it was committed) and is cleared all the same.
-    The mark is the session folder's (batch_marks), or a row an earlier version left in the index.
+    append failed and was cut back already) and is dropped.
     """
-    try:
-        in_folder = batch_marks.read(session_dir)
-    except untrusted.NotRegular as exc:  # check_session_files saw a regular file: it changed since
-        raise UnsafeFiles(f"{exc.filename}: {exc.strerror}") from None
-    in_index = index.pending_batch(session_id)
-    for mark in (in_index, in_folder):
-        if mark is None:
-            continue
-        segment, start, end = mark
-        at_checkpoint = (start == 0 and (state is None or segment > state.segment)) or (
-            state is not None and segment == state.segment and start == state.end_offset)
-        path = session_dir / segments.segment_name(segment)
-        if at_checkpoint and start < segments.file_size(path) < end:
-            aside = segments.cut_tail(path, start)
-            log.warning("cut an append_many interrupted mid-write off %s at byte %d; kept in %s", path, start, aside)
-    if in_index is not None:
-        index.clear_batch(session_id)
-    if in_folder is not None:
-        batch_marks.clear(str(session_dir), fsync=True)
+    mark = index.pending_batch(session_id)
+    if mark is None:
+        return
+    segment, start, end = mark
+    at_checkpoint = (start == 0 and (state is None or segment > state.segment)) or (
+        state is not None and segment == state.segment and start == state.end_offset)
+    path = session_dir / segments.segment_name(segment)
+    if at_checkpoint and start < segments.file_size(path) < end:
+        aside = segments.cut_tail(path, start)
+        log.warning("cut an append_many interrupted mid-write off %s at byte %d; kept in %s", path, start, aside)
+    index.clear_batch(session_id)
 
 
 def _forget_lost(index: Index, session_id: str, state: SessionState, size: int) -> SessionState | None:

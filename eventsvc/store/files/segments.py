@@ -70,13 +70,6 @@ class SegmentIO:
     def fsync(self, fd: int) -> None:
         os.fdatasync(fd)
 
-    def write_mark(self, fd: int, record: bytes, *, fsync: bool) -> None:
-        """Overwrite a session's batch mark in place (see batch_marks), durable when ``fsync``."""
-        if os.pwrite(fd, record, 0) != len(record):
-            raise OSError(errno.EIO, "short write")
-        if fsync:
-            os.fdatasync(fd)
-
 
 class TailMoved(Exception):
     """The segment is not the length the index expects: another process wrote to or cut it."""

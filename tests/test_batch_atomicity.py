@@ -90,3 +90,48 @@ def test_a_failed_batch_leaves_no_mark_that_could_cut_later_appends(data_dir):
         log.write(b'{"torn')
     reopened = EventStore(data_dir)
     assert [e["seq"] for e in reopened.get_events_by_session("s1")] == [1, 2]
+
+
+class DiesBeforeWriting(segments.SegmentIO):
+    """The process 'dies' after the batch's mark is committed and before the first byte of the batch."""
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        raise Crash()
+
+
+class IndexSnapshotAtWrite(segments.SegmentIO):
+    """Copies the index's files just before the log is written: what a power cut would leave of the
+    index if the append's own index commit (synchronous=NORMAL) never reached the disk."""
+
+    def __init__(self, data_dir: Path, into: Path) -> None:
+        self.data_dir, self.into = data_dir, into
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        self.into.mkdir()
+        for name in ("index.sqlite3", "index.sqlite3-wal"):
+            if (self.data_dir / name).exists():
+                (self.into / name).write_bytes((self.data_dir / name).read_bytes())
+        return super().pwrite(fd, data, offset)
+
+
+def test_a_mark_left_by_a_batch_that_died_before_writing_never_cuts_a_later_acknowledged_append(data_dir, tmp_path):
+    store = EventStore(data_dir)
+    store.append("s1", {"type": "status", "event_id": "first"})
+    store.io = DiesBeforeWriting()
+    with pytest.raises(Crash):
+        store.append_many("s1", batch(3, "never-written"))
+    # The session is consistent (nothing past its checkpoint), so no repair settles the mark.
+    snapshot = tmp_path / "index-at-write"
+    store.io = IndexSnapshotAtWrite(data_dir, snapshot)
+    acknowledged = store.append("s1", {"type": "status", "event_id": "acknowledged"})
+    store.close()
+    # Power cut: the line is on disk (fdatasync), its index commit is not.
+    for name in ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"):
+        (data_dir / name).unlink(missing_ok=True)
+        if (snapshot / name).exists():
+            (data_dir / name).write_bytes((snapshot / name).read_bytes())
+
+    reopened = EventStore(data_dir)
+    assert [e["event_id"] for e in reopened.get_events_by_session("s1")] == ["first", "acknowledged"]
+    assert reopened.get_events_by_session("s1")[-1] == acknowledged
+    assert not list(segment_file(data_dir).parent.glob("*.torn-*"))

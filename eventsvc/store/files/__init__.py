@@ -294,6 +294,11 @@ class EventStore(AppendShortcuts, EnvelopeReads):
         segment, offset = self._segment_for(session_id, state, last_seq + 1)
         path = os.path.join(self._segments_root, session_id, segments.segment_name(segment))
         data = b"".join(lines)
+        if known.stale_mark and len(lines) == 1:
+            # A batch died between its mark and its first byte, or failed and could not drop it: the
+            # mark may point where this line goes. Dropped durably first, or a power cut that lost this
+            # append's index commit would have recovery cut the acknowledged line aside as that batch.
+            self._index.clear_batch(session_id, durable=self.fsync)
         if len(lines) > 1:
             self._index.mark_batch(session_id, segment, offset, offset + len(data), durable=self.fsync)
         # Segment first: the index can always be rebuilt from the log, never the reverse.
@@ -302,9 +307,11 @@ class EventStore(AppendShortcuts, EnvelopeReads):
         except StorageError:
             if len(lines) > 1:
                 try:
-                    self._index.clear_batch(session_id)  # cut back already: the mark points at nothing
+                    # Cut back already: the mark points at nothing. Durably, like the mark, or a power cut
+                    # could bring it back over the next append's line (see known.stale_mark above).
+                    self._index.clear_batch(session_id, durable=self.fsync)
                 except DRIVER_ERRORS:
-                    pass  # a stale mark is harmless: recovery honours only a mark at the checkpoint
+                    pass  # left behind: the session's next single append drops it (known.stale_mark)
             raise
         rows, end = appends.index_rows(session_id, fresh, lines, last_seq, segment, offset)
         new_state = SessionState(session_id, last_seq + len(fresh), segment, end)

@@ -7,8 +7,8 @@ session (or run)?" without reading the log, and it is where cross-process facts
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 import functools
@@ -101,19 +101,22 @@ def unpacked(columns: Sequence[str | None]) -> list[Location]:
 
 _BEFORE_APPEND_SQL = (
     # kind 0: the checkpoint and what the commit needs of the session's summary; 1: an event_id already
-    # stored; 2: a run's owner and what the commit needs of its summary (summary_index.*_BEFORE).
+    # stored; 2: a run's owner and what the commit needs of its summary (summary_index.*_BEFORE);
+    # 3: a pending-batch mark (under the session lock: one left behind, see BeforeAppend.stale_mark).
     f"SELECT 0, last_seq, segment, end_offset, {summary_index.SESSION_BEFORE} FROM session WHERE session_id = ?1"
     ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id, NULL FROM event INDEXED BY idx_session_event_id'
     " WHERE session_id = ?1 AND event_id IN (SELECT value FROM json_each(?2))"
     f" UNION ALL SELECT 2, {summary_index.RUN_BEFORE}, NULL, NULL FROM run"
-    " WHERE run_id IN (SELECT value FROM json_each(?3))")
+    " WHERE run_id IN (SELECT value FROM json_each(?3))"
+    " UNION ALL SELECT 3, NULL, NULL, NULL, NULL, NULL, NULL FROM pending_batch WHERE session_id = ?1")
 # The same without the summaries, as before them: for the bench's index that keeps none (Index.keeps_summaries).
 _BEFORE_APPEND_WITHOUT_SUMMARIES_SQL = (
     "SELECT 0, last_seq, segment, end_offset, NULL, NULL FROM session WHERE session_id = ?1"
     ' UNION ALL SELECT 1, seq, segment, "offset", length, event_id FROM event INDEXED BY idx_session_event_id'
     " WHERE session_id = ?1 AND event_id IN (SELECT value FROM json_each(?2))"
     " UNION ALL SELECT 2, session_id, run_id, NULL, NULL, NULL FROM run"
-    " WHERE run_id IN (SELECT value FROM json_each(?3))")
+    " WHERE run_id IN (SELECT value FROM json_each(?3))"
+    " UNION ALL SELECT 3, NULL, NULL, NULL, NULL, NULL FROM pending_batch WHERE session_id = ?1")
 
 
 class Location(NamedTuple):
@@ -294,6 +297,9 @@ class BeforeAppend:
     run_owners: dict[str, str]  # run_id -> owning session, for the append's runs that have one
     session_summary: tuple | None = None  # summary_index.SESSION_BEFORE columns
     run_summaries: dict[str, tuple] = field(default_factory=dict)  # run_id -> summary_index.RUN_BEFORE columns
+    # A pending-batch mark, seen under the session lock, is a batch's that died between its mark and
+    # its first byte (or failed and could not clear it): see EventStore._append_locked.
+    stale_mark: bool = False
 
 
 class Index:
@@ -414,7 +420,7 @@ class Index:
         """
         sql = _BEFORE_APPEND_SQL if self.keeps_summaries else _BEFORE_APPEND_WITHOUT_SUMMARIES_SQL
         rows = self.db.execute_sql(sql, (session_id, json.dumps(list(event_ids)), json.dumps(list(run_ids)))).fetchall()
-        state, stored, owners, session_summary, run_summaries = None, {}, {}, None, {}
+        state, stored, owners, session_summary, run_summaries, stale_mark = None, {}, {}, None, {}, False
         for row in rows:
             kind = row[0]
             if kind == 0:
@@ -422,10 +428,12 @@ class Index:
                 session_summary = row[4:7]
             elif kind == 1:
                 stored[row[5]] = Location(row[1], row[2], row[3], row[4])
-            else:
+            elif kind == 2:
                 owners[row[2]] = row[1]
                 run_summaries[row[2]] = row[1:5]
-        return BeforeAppend(state, stored, owners, session_summary, run_summaries)
+            else:
+                stale_mark = True
+        return BeforeAppend(state, stored, owners, session_summary, run_summaries, stale_mark)
 
     def run_session(self, run_id: str) -> str | None:
         row = self.db.execute_sql("SELECT session_id FROM run WHERE run_id = ?", (run_id,)).fetchone()
@@ -446,20 +454,27 @@ class Index:
         all or none) from complete lines that only missed their index commit (indexed).
         ``durable`` commits with synchronous=FULL so the mark survives a power loss too.
         """
-        conn = self.db.connection()
-        if durable:
-            conn.execute("PRAGMA synchronous = FULL")
-        try:
-            with self._write_lock(), self.db.atomic():
-                conn.execute('INSERT OR REPLACE INTO pending_batch (session_id, segment, "offset", end_offset)'
-                             " VALUES (?, ?, ?, ?)", (session_id, segment, offset, end))
-        finally:
-            if durable:
-                conn.execute("PRAGMA synchronous = NORMAL")
+        with self._synchronous_full(durable), self._write_lock(), self.db.atomic():
+            self.db.execute_sql('INSERT OR REPLACE INTO pending_batch (session_id, segment, "offset", end_offset)'
+                                " VALUES (?, ?, ?, ?)", (session_id, segment, offset, end))
 
-    def clear_batch(self, session_id: str) -> None:
-        with self._write_lock(), self.db.atomic():
+    def clear_batch(self, session_id: str, *, durable: bool = False) -> None:
+        """Drop the session's mark; ``durable`` as in ``mark_batch``."""
+        with self._synchronous_full(durable), self._write_lock(), self.db.atomic():
             self.db.execute_sql("DELETE FROM pending_batch WHERE session_id = ?", (session_id,))
+
+    @contextmanager
+    def _synchronous_full(self, durable: bool) -> Iterator[None]:
+        """A commit made inside is durable when ``durable`` (and, in WAL mode, every commit before it)."""
+        if not durable:
+            yield
+            return
+        conn = self.db.connection()
+        conn.execute("PRAGMA synchronous = FULL")
+        try:
+            yield
+        finally:
+            conn.execute("PRAGMA synchronous = NORMAL")
 
     def commit_append(self, state: SessionState, rows: Sequence[tuple], known: BeforeAppend, *,
                       marked: bool = True) -> None:

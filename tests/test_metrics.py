@@ -72,6 +72,17 @@ def test_a_refused_append_is_counted_and_timed(data_dir):
     assert moved(before, after, "eventsvc_append_duration_seconds_sum") > 0
 
 
+def test_an_options_request_on_the_append_route_is_no_append(client):
+    before = parse(client.get("/metrics").get_data(as_text=True))
+    assert client.options("/api/sessions/s1/events").status_code == 200
+    after = parse(client.get("/metrics").get_data(as_text=True))
+    assert moved(before, after, "eventsvc_append_duration_seconds_count") == 0
+    assert not any(moved(before, after, "eventsvc_append_requests_total", outcome=outcome)
+                   for outcome in ("created", "replayed"))
+    assert moved(before, after, "eventsvc_http_requests_total", endpoint="/api/sessions/<session_id>/events",
+                 status="200") == 1
+
+
 def test_a_failed_fsync_counts_as_a_storage_error_and_an_append_outcome(client, app):
     class FailingFsync(segments.SegmentIO):
         def fsync(self, fd: int) -> None:

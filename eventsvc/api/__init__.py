@@ -34,7 +34,7 @@ def register(app: Flask, tokens: TokenTable) -> None:
 
     app.extensions["eventsvc.tokens"] = tokens
     request_ids.init_app(app)
-    metrics.init_app(app)  # before auth: a refused request is timed and counted too
+    metrics.init_app(app)
     slots.init_app(app, stream_limit(app.config))
     app.url_value_preprocessor(_check_ids)
     auth.init_app(app, tokens)

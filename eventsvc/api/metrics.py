@@ -116,9 +116,13 @@ class Meter:
                 return start_response(status, headers, exc_info)
 
             body = wsgi_app(environ, start)
-            if answer:
+            if not answer:
+                return body
+            try:
                 return self._counted(environ, *answer, body, time.perf_counter() - started)
-            return body
+            except BaseException:
+                _close(body)  # a stream's slot goes back with it
+                raise
 
         return metered
 
@@ -132,7 +136,7 @@ class Meter:
         self._cell(m.HTTP_REQUESTS, rule, status).inc(1)
         if error_code in STORAGE_CODES:
             self._cell(m.STORAGE_ERRORS, error_code).inc(1)
-        if endpoint == APPEND:
+        if endpoint == APPEND and environ["REQUEST_METHOD"] == "POST":  # not its automatic OPTIONS
             self._cell(m.APPEND_REQUESTS, _APPEND_OUTCOMES.get(status) or error_code or "error").inc(1)
             self._append_seconds.observe(elapsed)
             return body
@@ -161,10 +165,14 @@ class _OpenWhileIterated:
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            _close(self._body)
         finally:
             if self._open:
                 self._open = False
                 self._gauge.dec()
+
+
+def _close(body: Iterable[bytes]) -> None:
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()

@@ -314,6 +314,23 @@ def test_corrupt_index_is_moved_aside(open_store, data_dir, damage):
     assert seqs(all_events(store, "s1")) == [1]
 
 
+def test_an_index_from_an_older_version_is_moved_aside_as_such_and_rebuilt(open_store, data_dir, caplog):
+    store = open_store()
+    store.append("s1", message(1, run_id="r1"))
+    store.close()
+    with sqlite3.connect(data_dir / "index.sqlite3") as db:
+        db.execute("PRAGMA user_version = 2")  # summaries, before runs had their own numbers
+    db.close()
+
+    store = open_store()
+
+    assert [path.name.split(".")[-1].split("-")[0] for path in data_dir.glob("index.sqlite3.v2-*")] == ["v2"]
+    assert not list(data_dir.glob("index.sqlite3.corrupt-*"))
+    assert "from an older eventsvc" in caplog.text and "unusable" not in caplog.text
+    assert seqs(all_events(store, "s1")) == [1]
+    assert store.get_run("r1")["event_count"] == 1
+
+
 # -- index ahead of the log ---------------------------------------------------------------------
 
 def test_index_ahead_of_the_log_drops_the_lost_rows(open_store, data_dir):

@@ -26,8 +26,8 @@ from .. import listings, rules
 from . import appends, reads, seals, segments, untrusted
 from ..base import AppendResult, EnvelopeReads, Page
 from ..drafts import AppendShortcuts, Draft, prepare
-from .index import (BUSY_TIMEOUT_MS, DRIVER_ERRORS, INDEX_FILE, BeforeAppend, Index, Location, SessionState,
-                    is_corruption, schema_problem, storage_error)
+from .index import (BUSY_TIMEOUT_MS, DRIVER_ERRORS, INDEX_FILE, SCHEMA_VERSION, BeforeAppend, Index, Location,
+                    SessionState, index_version_before, is_corruption, schema_problem, storage_error)
 from ..listings import SummaryPage
 from .locks import LOCKS_DIR, Locks
 from .recovery import Unindexable, UnsafeFiles, catch_up, is_consistent
@@ -139,11 +139,18 @@ class EventStore(AppendShortcuts, EnvelopeReads):
                 if not is_corruption(exc):
                     raise storage_error(exc, self.data_dir) from None
                 stamp = time.strftime("%Y%m%dT%H%M%S")
-                log.error("index %s is unusable (%s); moving it aside and rebuilding from the log", path, exc)
+                older = index_version_before(path)
+                if older is not None:  # an upgrade, not damage: the index is derived from the log
+                    log.warning("index %s has schema version %d, from an older eventsvc (now %d); moving it "
+                                "aside and rebuilding it from the log", path, older, SCHEMA_VERSION)
+                    aside = f"v{older}-{stamp}"
+                else:
+                    log.error("index %s is unusable (%s); moving it aside and rebuilding from the log", path, exc)
+                    aside = f"corrupt-{stamp}"
                 for suffix in ("", "-wal", "-shm"):
                     old = path.with_name(path.name + suffix)
                     if os.path.lexists(old):  # a link is moved aside itself, its target never touched
-                        old.rename(old.with_name(f"{old.name}.corrupt-{stamp}"))
+                        old.rename(old.with_name(f"{old.name}.{aside}"))
                 return Index(path, write_lock=self._locks.index_writer)
 
     def recover(self) -> None:

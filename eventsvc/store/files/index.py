@@ -283,6 +283,24 @@ def schema_problem(connection: sqlite3.Connection, *, exact: bool) -> str | None
     return None
 
 
+def index_version_before(path: Path) -> int | None:
+    """The schema version of an index written by an older eventsvc (1 to SCHEMA_VERSION - 1), else None.
+
+    Read-only, from the file's header (``user_version``): nothing the file holds runs.
+    """
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return None
+    return version if 1 <= version < SCHEMA_VERSION else None
+
+
 @dataclass(frozen=True)
 class BeforeAppend:
     """What an append (or a repair indexing lines found in the log) must know first, read in one statement.

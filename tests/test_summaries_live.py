@@ -186,6 +186,25 @@ def test_audit_reports_a_summary_row_edited_by_hand(data_dir):
     assert run_cli("audit", "--index", data_dir).returncode == 0
 
 
+def test_audit_reports_listing_numbers_edited_by_hand(data_dir):
+    fill(data_dir)
+    with sqlite3.connect(data_dir / "index.sqlite3") as db:
+        sessions = [row[0] for row in db.execute("SELECT session_id FROM session ORDER BY touched")]
+        db.execute("UPDATE session SET touched = (SELECT touched FROM session WHERE session_id = ?)"
+                   " WHERE session_id = ?", (sessions[-1], sessions[0]))
+        run_id, session_touched = db.execute("SELECT r.run_id, s.touched FROM run r JOIN session s"
+                                             " USING (session_id) ORDER BY r.touched LIMIT 1").fetchone()
+        db.execute("UPDATE run SET touched = ? WHERE run_id = ?", (session_touched + 1000, run_id))
+    db.close()
+    edited = run_cli("audit", "--index", "--format", "json", data_dir)
+    assert edited.returncode == 1
+    messages = [f["message"] for f in json.loads(edited.stdout)["findings"] if f["code"] == "INDEX_WRONG_SUMMARY"]
+    assert any("2 session rows share the listing number" in message for message in messages), messages
+    assert any(f"run {run_id!r} has the listing number" in message for message in messages), messages
+    assert run_cli("reindex", "--data-dir", data_dir).returncode == 0
+    assert run_cli("audit", "--index", data_dir).returncode == 0
+
+
 @pytest.mark.slow
 def test_summaries_survive_sigkill_mid_stream_and_a_deleted_index(writers, data_dir):
     for round_, acks in enumerate([5, 60]):

@@ -152,6 +152,7 @@ def run_audit(plan: AuditPlan, *, event_types: EventTypeSet = EVENT_TYPES, check
             if data_dir in indexes:
                 audited = {unit.session_dir.name for unit in plan.units if unit.data_dir == data_dir}
                 indexes[data_dir].unknown_sessions(audited)
+                indexes[data_dir].listing_numbers()
     except sqlite3.Error as exc:
         raise AuditError(f"the index could not be read: {exc}") from None
     finally:

@@ -190,6 +190,22 @@ class IndexCheck:
             self.emit(self.name, 0, "INDEX_EXTRA_ROW", f"session {session_id!r}: {counts.get(session_id, 0)} "
                       "event rows (and its run and checkpoint rows) but no folder in the log")
 
+    def listing_numbers(self) -> None:
+        """The ``touched`` numbers the listings order by (summary_index): unique among sessions and among
+        runs, and a session's at least its runs'. Otherwise a walk of a listing repeats or skips items."""
+        if self.db is None:
+            return
+        for table in ("session", "run"):
+            for touched, count in self._query(f"SELECT touched, count(*) FROM {table} GROUP BY touched"
+                                              " HAVING count(*) > 1 ORDER BY touched LIMIT 20"):
+                self.emit(self.name, 0, "INDEX_WRONG_SUMMARY", f"{count} {table} rows share the listing number "
+                          f"(touched) {touched}: a walk of their listing can repeat or skip them")
+        for run_id, touched, session_id, session_touched in self._query(
+                "SELECT r.run_id, r.touched, s.session_id, s.touched FROM run r JOIN session s USING (session_id)"
+                " WHERE r.touched > s.touched ORDER BY r.run_id LIMIT 20"):
+            self.emit(self.name, 0, "INDEX_WRONG_SUMMARY", f"run {run_id!r} has the listing number (touched) "
+                      f"{touched}, above its session {session_id!r}'s {session_touched}")
+
     def summaries(self, session: SessionSummary, runs: dict[str, RunSummary]) -> None:
         """Compare the session's and its runs' summary rows with the summaries folded from its lines."""
         if self.db is None:

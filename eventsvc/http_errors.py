@@ -10,6 +10,7 @@ clients and the OpenAPI description see one shape whichever layer refused the re
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from typing import Any
 
@@ -35,6 +36,15 @@ def json_error(status: int, reason: str, *, code: str | None = None, message: st
 
 def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     util.write_nonblock(sock, json_error(int(status_int), reason))
+    count_refused(int(status_int), CODES.get(int(status_int), "bad_request"))
+
+
+def count_refused(status: int, code: str, head: bytes = b"") -> None:
+    """Into the Prometheus metrics when they are on (under gunicorn: see eventsvc.metrics)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from .metrics import count_refused as count
+
+        count(status, code, head)
 
 
 def install() -> None:

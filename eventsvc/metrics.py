@@ -12,6 +12,7 @@ store once, when it is first imported (``create_app`` imports it lazily for that
 from __future__ import annotations
 
 import os
+import re
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -49,6 +50,21 @@ OPEN_LONG_POLLS = Gauge("eventsvc_open_long_polls", "Long-poll reads (wait > 0) 
                         multiprocess_mode="livesum", registry=LOCAL)
 STORAGE_ERRORS = Counter("eventsvc_storage_errors", "Requests failed by the storage, by kind (error code)",
                          ["kind"], registry=LOCAL)
+
+
+APPEND_RULE = "/api/sessions/<session_id>/events"  # the append route's label, as the app counts it
+_APPEND_LINE = re.compile(rb"POST /api/sessions/[^/?# ]+/events(?:\?[^ ]*)? HTTP/")
+
+
+def count_refused(status: int, code: str, head: bytes = b"") -> None:
+    """An answer gunicorn or ``eventsvc.worker`` gave before the app saw the request (a body shorter
+    than announced, a timeout, oversized headers, a request it cannot parse): an append's, with its
+    outcome, when ``head`` starts with an append's request line, else under the endpoint "unmatched".
+    Not timed: the app's histograms time what the app answered."""
+    append = _APPEND_LINE.match(head) is not None
+    HTTP_REQUESTS.labels(APPEND_RULE if append else "unmatched", str(status)).inc()
+    if append:
+        APPEND_REQUESTS.labels(code).inc()
 
 
 class Cell(Protocol):

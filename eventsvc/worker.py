@@ -37,7 +37,7 @@ from typing import Any
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import config
-from .http_errors import json_error
+from .http_errors import count_refused, json_error
 
 MAX_HEAD = 64 * 1024  # larger request heads are answered 431
 MAX_LOOP_BODY = 1024 * 1024  # bodies up to this are read in the loop too; larger ones by the thread
@@ -131,7 +131,7 @@ class ThreadFreeWorker(ThreadWorker):
             if conn.body_left is not None:  # it may still read: say why (a body shorter than announced)
                 _answer_quietly(conn.sock, 400, "bad_request",
                                 f"the request body ended {conn.body_left} bytes short of its Content-Length; "
-                                "nothing was stored")
+                                "nothing was stored", conn.head)
                 self.log.info('%s "%s" 400: the body ended %d bytes short of its Content-Length; nothing stored',
                               _client(conn), _request_line(conn.head), conn.body_left)
             self._drop(conn)
@@ -152,7 +152,7 @@ class ThreadFreeWorker(ThreadWorker):
                 if len(conn.head) <= MAX_HEAD:
                     return False
                 _answer_quietly(conn.sock, 431, "request_header_fields_too_large",
-                                f"request headers are larger than {MAX_HEAD // 1024} KiB")
+                                f"request headers are larger than {MAX_HEAD // 1024} KiB", conn.head)
                 self._drop(conn)
                 return True
             length = _small_body_length(bytes(conn.head[:end]))
@@ -192,7 +192,7 @@ class ThreadFreeWorker(ThreadWorker):
         if self.reading:
             oldest = next(iter(self.reading))
             _answer_quietly(oldest.sock, 503, "too_many_connections",
-                            "this worker is at its cap of open connections; retry")
+                            "this worker is at its cap of open connections; retry", oldest.head)
             self._drop(oldest)
             return True
         if self.keepalived_conns:
@@ -212,7 +212,7 @@ class ThreadFreeWorker(ThreadWorker):
             if self.alive:
                 what = (f"request headers not complete within {self.header_timeout:g} s" if conn.body_left is None
                         else f"request body stalled for {self.body_timeout:g} s")
-                _answer_quietly(conn.sock, 408, "request_timeout", what)
+                _answer_quietly(conn.sock, 408, "request_timeout", what, conn.head)
                 self.log.info('%s "%s" 408: %s', _client(conn), _request_line(conn.head), what)
             self._drop(conn)
 
@@ -386,8 +386,9 @@ def _client(conn: Any) -> str:
     return conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
 
 
-def _answer_quietly(sock: Any, status: int, code: str, message: str) -> None:
-    """Best effort, never blocking: tell a client why its connection closes."""
+def _answer_quietly(sock: Any, status: int, code: str, message: str, head: bytes | bytearray = b"") -> None:
+    """Best effort, never blocking: tell a client why its connection closes (and count the answer)."""
+    count_refused(status, code, bytes(head[:512]))
     try:
         sock.send(json_error(status, _REASONS[status], code=code, message=message))
     except OSError:

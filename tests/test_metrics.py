@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -163,6 +164,10 @@ def test_counters_move_by_exactly_the_traffic_summed_over_both_workers(tmp_path)
             assert requests.get(f"{server.url}/api/runs/r1/events", timeout=10).status_code == 200
         assert requests.get(f"{server.url}/api/sessions/m-1/events?since_seq=1000&wait=0.2",
                             timeout=10).json()["events"] == []
+        # Answered by the worker (a body shorter than announced) and by gunicorn (no request line) itself.
+        assert raw_answer(server.url, b"POST /api/sessions/m-1/events HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                          b"application/json\r\nContent-Length: 100\r\n\r\n{\"type\"").startswith(b"HTTP/1.1 400")
+        assert raw_answer(server.url, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
         after = scrape()
 
         created = singles + 2
@@ -171,7 +176,10 @@ def test_counters_move_by_exactly_the_traffic_summed_over_both_workers(tmp_path)
         assert moved(before, after, "eventsvc_append_requests_total", outcome="validation_error") == 2
         assert moved(before, after, "eventsvc_append_requests_total", outcome="unsupported_media_type") == 1
         assert moved(before, after, "eventsvc_append_requests_total", outcome="seq_conflict") == 1
-        assert moved(before, after, "eventsvc_append_requests_total", outcome="bad_request") == 1
+        assert moved(before, after, "eventsvc_append_requests_total", outcome="bad_request") == 2
+        assert moved(before, after, "eventsvc_http_requests_total", endpoint="/api/sessions/<session_id>/events",
+                     status="400") == 2
+        assert moved(before, after, "eventsvc_http_requests_total", endpoint="unmatched", status="400") == 1
         assert moved(before, after, "eventsvc_append_duration_seconds_count") == created + 3 + 5
         assert moved(before, after, "eventsvc_fsync_duration_seconds_count") == created
         assert moved(before, after, "eventsvc_events_appended_total", type="user_message") == singles
@@ -213,6 +221,18 @@ def test_counters_move_by_exactly_the_traffic_summed_over_both_workers(tmp_path)
     finally:
         server.stop()
     assert list(scratch.glob("eventsvc-metrics-*")) == []
+
+
+def raw_answer(url: str, request: bytes) -> bytes:
+    """Send ``request`` on a new connection, stop sending, and read the answer."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(request)
+        raw.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    return answer
 
 
 # -- the value cells the request counting adds to directly ----------------------------------------

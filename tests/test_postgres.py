@@ -60,6 +60,22 @@ def test_stored_text_is_the_files_backend_line(pg_store, pg_url, tmp_path):
         files.close()
 
 
+def test_the_pool_hands_out_the_connection_returned_last(pg_url):
+    from eventsvc.store.postgres.connect import Options, open_pool
+
+    pool = open_pool(pg_url, Options(pool_size=3))
+    try:
+        taken = [pool.getconn(timeout=10) for _ in range(3)]
+        pids = [conn.execute("SELECT pg_backend_pid()").fetchone()[0] for conn in taken]
+        for conn in taken:
+            pool.putconn(conn)
+        for _ in range(3):
+            with pool.connection() as conn:
+                assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pids[-1]
+    finally:
+        pool.close()
+
+
 def test_a_database_without_the_schema_is_refused_naming_the_upgrade_command(pg_database):
     url = create_database(upgraded=False)
     try:

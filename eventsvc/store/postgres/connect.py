@@ -7,6 +7,7 @@ by the connect timeout, so an unreachable server is a prompt 503, never a hung r
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,10 +67,24 @@ def connect(url: str, options: Options, *, autocommit: bool = False, say_why: bo
 def open_pool(url: str, options: Options) -> ConnectionPool:
     """A bounded pool that fills in the background: opening never waits for the server."""
     # Autocommit: a read is one statement and one round trip; appends open their own transaction.
-    return ConnectionPool(url, min_size=1, max_size=options.pool_size,
+    pool = ConnectionPool(url, min_size=1, max_size=options.pool_size,
                           kwargs={**connection_kwargs(options), "autocommit": True},
-                          timeout=options.connect_timeout, open=True, name="eventsvc",
+                          timeout=options.connect_timeout, open=False, name="eventsvc",
                           reconnect_timeout=24 * 3600.0)
+    if type(getattr(pool, "_pool", None)) is deque:  # else (another psycopg_pool) it stays first-in, first-out
+        pool._pool = MostRecentFirst()
+    pool.open()
+    return pool
+
+
+class MostRecentFirst(deque):
+    """A pool's idle connections, the one returned last handed out first (as SQLAlchemy's
+    ``pool_use_lifo``): psycopg_pool takes from the left and returns to the right, so a caller
+    with little concurrency would go round every connection the pool ever opened, each with its
+    caches and its server process cold; an append costs ~150 µs more that way (bench figure 10)."""
+
+    def append(self, conn: Any) -> None:
+        self.appendleft(conn)
 
 
 def unreachable(url: str, exc: Exception) -> StorageError:

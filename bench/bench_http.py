@@ -74,7 +74,8 @@ end
 
 def _compare(wrk: str, servers: dict[str, loadgen.Server], script: Path,
              splits: dict[str, list[str]]) -> dict[str, list[loadgen.WrkResult]]:
-    """Alternating wrk runs; ``splits`` gets, per run, how the requests fell on the workers.
+    """Alternating wrk runs (in turn, the order reversed every other round); ``splits`` gets, per run,
+    how the requests fell on the workers.
 
     gthread workers accept from one shared socket, so wrk's 8 keep-alive connections often all
     land on one worker: the split is printed because it moves both apps' figures.
@@ -82,8 +83,10 @@ def _compare(wrk: str, servers: dict[str, loadgen.Server], script: Path,
     for server in servers.values():
         loadgen.run_wrk(wrk, server.url, script, seconds=1)  # warm-up: imports, connections, caches
     results: dict[str, list[loadgen.WrkResult]] = {name: [] for name in servers}
-    for _ in range(common.HTTP_REPEATS):
-        for name, server in servers.items():
+    for repeat in range(common.HTTP_REPEATS):
+        # ABBA: every server runs first as often as last, so an order effect falls on all alike.
+        order = list(servers.items()) if repeat % 2 == 0 else list(reversed(servers.items()))
+        for name, server in order:
             before = loadgen.requests_by_worker(server.log_path)
             results[name].append(loadgen.run_wrk(wrk, server.url, script, seconds=common.HTTP_SECONDS))
             after = loadgen.requests_by_worker(server.log_path)

@@ -1,11 +1,13 @@
 """``GET /metrics``, and the WSGI middleware that counts each request into ``eventsvc.metrics``.
 
 Counting sits around the whole app as WSGI middleware rather than in Flask's request hooks: it
-needs only the answer's status line and headers, the endpoint (left in the WSGI environ when the
-URL is matched) and the error code (left there by ``errors.error_response``), and it costs a
-fraction of two hooks per request (``bench/bench_metrics_cost.py``). Which event types an append
-stored is counted by the view (``count_appended``), how many long-polls wait by the read views
-(``long_polling``). With ``EVENTSVC_METRICS=0`` nothing is wrapped and /metrics is a 404.
+needs only the answer's status line and headers, the matched URL rule (of the request Flask still
+holds when it starts the answer) and the error code (left in the WSGI environ by
+``errors.error_response``), and it costs a fraction of the three hooks it replaced
+(``bench/bench_metrics_cost.py``). Which event types an append stored is counted by the view
+(``count_appended``), how many long-polls wait by the read views (``long_polling``); answers the
+server gives before the app sees a request, by ``eventsvc.http_errors``. With
+``EVENTSVC_METRICS=0`` nothing is wrapped and /metrics is a 404.
 """
 from __future__ import annotations
 

@@ -224,7 +224,9 @@ def _cut_unfinished_batch(index: Index, session_dir: Path, session_id: str, stat
     if at_checkpoint and start < segments.file_size(path) < end:
         aside = segments.cut_tail(path, start)
         log.warning("cut an append_many interrupted mid-write off %s at byte %d; kept in %s", path, start, aside)
-    index.clear_batch(session_id)
+    # Durably: a mark that came back after a power cut would be honoured again, over the lines
+    # appended at its start since (acknowledged ones among them).
+    index.clear_batch(session_id, durable=True)
 
 
 def _forget_lost(index: Index, session_id: str, state: SessionState, size: int) -> SessionState | None:

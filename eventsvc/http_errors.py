@@ -10,11 +10,14 @@ clients and the OpenAPI description see one shape whichever layer refused the re
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from typing import Any
 
 from gunicorn import util
+
+log = logging.getLogger(__name__)
 
 CODES = {400: "bad_request", 403: "forbidden", 408: "request_timeout", 414: "uri_too_long", 417: "expectation_failed",
          431: "request_header_fields_too_large", 500: "internal_error", 501: "not_implemented"}
@@ -40,11 +43,15 @@ def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> Non
 
 
 def count_refused(status: int, code: str, head: bytes = b"") -> None:
-    """Into the Prometheus metrics when they are on (under gunicorn: see eventsvc.metrics)."""
+    """Into the Prometheus metrics when they are on (under gunicorn: see eventsvc.metrics). Never
+    raises: counting an answer must not stop it (the worker's event loop calls this)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from .metrics import count_refused as count
+        try:
+            from .metrics import count_refused as count
 
-        count(status, code, head)
+            count(status, code, head)
+        except Exception:  # noqa: BLE001 - a metrics directory gone, say: logged, the answer goes out
+            log.exception("could not count a %d answer in the metrics", status)
 
 
 def install() -> None:

@@ -60,8 +60,8 @@ def writer(server: Server, name: str, count: int, acked: list[dict], stop: threa
             answer = requests.post(f"{server.url}/api/sessions/shared/events", headers={"Connection": "close"},
                                    json={"type": "tool_call", "event_id": f"{name}-{n}", "payload": {"n": n}},
                                    timeout=BOUND)
-        except requests.ConnectionError:
-            return  # the host died: what it acknowledged before is what counts
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            return  # the host died (before or while answering): what it acknowledged before is what counts
         if answer.status_code != 201:
             return
         acked.append(answer.json())

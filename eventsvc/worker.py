@@ -16,7 +16,11 @@ It also keeps keep-alive on while no request waits behind busy threads: idle kee
 connections wait in the poller without a thread, and a worker whose threads are all taken stops
 accepting (and keeping connections alive), so new ones go to the other worker. A worker at its
 cap of open streams (eventsvc.api.slots) stops accepting while another worker has room (``Board``),
-so that a new connection, which may be one more stream, goes where it can be served.
+so that a new connection, which may be one more stream, goes where it can be served. And a worker
+that holds more connections than another worker with room leaves the next ones to it: the
+kernel wakes every worker for a new connection and the first to call accept() wins, so without
+this a few keep-alive clients (an agent backend's pool, a load generator) all land on the worker
+that happened to be running and the other cores idle.
 
 Written against gunicorn 27's gthread worker (its TConn, enqueue_req, finish_request, handle,
 _keepalive_after, set_accept_enabled, murder_keepalived, murder_pending and
@@ -27,10 +31,12 @@ from __future__ import annotations
 
 import errno
 import mmap
+import select
 import selectors
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -43,6 +49,11 @@ MAX_HEAD = 64 * 1024  # larger request heads are answered 431
 MAX_LOOP_BODY = 1024 * 1024  # bodies up to this are read in the loop too; larger ones by the thread
 MAX_BUFFERED_BODIES = 64 * 1024 * 1024  # body bytes one worker holds in its loop at most
 DECLINE_RECHECK = 0.02
+# A worker that holds more connections than another leaves the next one to it for this long at
+# most; past it, it accepts again, so a stuck neighbour can delay a connection, never strand it.
+BALANCE_WAIT = 0.05
+BALANCE_RECHECK = 0.005  # a balancing worker looks again this often: the other may have caught up
+BALANCE_DISTRUST = 1.0
 
 
 class ThreadFreeWorker(ThreadWorker):
@@ -59,6 +70,8 @@ class ThreadFreeWorker(ThreadWorker):
         self.buffered = 0  # body bytes held in the loop, across connections
         self.board_index: int | None = getattr(self, "board_index", None)  # set by the master's pre_fork
         self._slots: Any = None
+        self._balancing_since: float | None = None  # when this worker began leaving connections to another
+        self._balancing_off_until = 0.0
 
     # -- reading requests in the event loop ---------------------------------------------------------
 
@@ -84,6 +97,9 @@ class ThreadFreeWorker(ThreadWorker):
                                struct.pack("ll", seconds, int((self.body_timeout - seconds) * 1e6)))
         conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())
         self._read_request(conn, b"")
+        self._publish_room()
+        if self._balancing(start=True):
+            self.set_accept_enabled(False)
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
         """A kept-alive connection's next request begins: read it here too."""
@@ -271,6 +287,8 @@ class ThreadFreeWorker(ThreadWorker):
             timeout = min(timeout, 0.5)  # deadlines are swept each turn
         if self._declining():
             timeout = min(timeout, DECLINE_RECHECK)  # take connections again once the others fill up
+        if self._balancing_since is not None:
+            timeout = min(timeout, BALANCE_RECHECK)
         super().wait_for_and_dispatch_events(timeout)
 
     # -- sharing stream room with the other workers ------------------------------------------------
@@ -288,61 +306,107 @@ class ThreadFreeWorker(ThreadWorker):
     def _publish_room(self) -> None:
         if self.board_index is not None:
             full = self._slots is not None and self._slots.full
-            BOARD.set(self.board_index, room=not (full or self.saturated))
+            BOARD.set(self.board_index, room=not (full or self.saturated), connections=self.nr_conns)
 
     def _declining(self) -> bool:
-        """At the stream cap while another worker has room: leave new connections (maybe streams) to it."""
-        return (self._slots is not None and self.board_index is not None and self._slots.full
-                and BOARD.others_have_room(self.board_index))
+        """At the stream cap while another worker has room, or holding more connections than another
+        worker with room: leave new connections to it."""
+        if self.board_index is None:
+            return False
+        if self._slots is not None and self._slots.full and BOARD.others_have_room(self.board_index):
+            return True
+        return self._balancing()
+
+    def _balancing(self, *, start: bool = False) -> bool:
+        """Whether to leave the next connection to a worker with room that holds fewer (``start``: begin
+        now if so). Only for ``BALANCE_WAIT`` at a time; if a connection is still waiting then, the
+        other worker is not taking any (stuck, or its loop slow to turn), and this one stops leaving
+        connections to anyone for ``BALANCE_DISTRUST``."""
+        if self.board_index is None:
+            return False
+        now = time.monotonic()
+        if now < self._balancing_off_until:
+            return False
+        fewest = BOARD.fewest_connections_elsewhere(self.board_index)
+        if fewest is None or self.nr_conns <= fewest:
+            self._balancing_since = None
+            return False
+        if start:
+            self._balancing_since = now
+        if self._balancing_since is None:
+            return False  # an episode ended: accept until the next connection starts one
+        if now - self._balancing_since < BALANCE_WAIT:
+            return True
+        self._balancing_since = None
+        if _waiting(self.sockets):
+            self._balancing_off_until = now + BALANCE_DISTRUST
+        return False
 
 
 class Board:
-    """Per worker, whether it has room for another stream and when it last said so, in memory the
-    gunicorn master maps before forking and every worker shares.
+    """Per worker, whether it has room for another stream, how many connections it holds, and when
+    it last said so, in memory the gunicorn master maps before forking and every worker shares.
 
     A worker at its stream cap stops accepting while another has room, so that a stream one
     worker would refuse with 503 goes to a worker that can serve it. A worker says so on every
     turn of its loop (at least once a second); one that has not for ``STALE`` seconds (stopped,
     or stuck holding the interpreter lock) counts as having no room, so it can never make the
     others turn connections away. Slots are claimed by the master in pre_fork and freed when a
-    worker exits, dead or alive.
+    worker exits, dead or alive. A booting worker has room for streams but no connection count
+    (-1) until its loop runs, so no worker leaves connections to one still loading the app.
     """
 
     SIZE = 256  # workers
     STALE = 3.0
-    _ENTRY = struct.Struct("=Bxxxxxxxd")  # room (0 none, 1 yes, 2 no), time.monotonic() of the last word
+    # room (0 none, 1 yes, 2 no), open connections (-1: not said yet), time.monotonic() of the last word
+    _ENTRY = struct.Struct("=Bxxxid")
 
     def __init__(self) -> None:
         self._map = mmap.mmap(-1, self.SIZE * self._ENTRY.size)
 
     def claim(self, taken: set[int]) -> int:
-        """A slot for a worker about to boot: it will have room, so the others leave connections to it."""
+        """A slot for a worker about to boot: it will have room, so the others leave streams to it."""
         index = next(i for i in range(self.SIZE) if i not in taken)
-        self._write(index, 1)
+        self._write(index, 1, -1)
         return index
 
     def release(self, index: int | None) -> None:
         if index is not None:
-            self._ENTRY.pack_into(self._map, index * self._ENTRY.size, 0, 0.0)
+            self._ENTRY.pack_into(self._map, index * self._ENTRY.size, 0, -1, 0.0)
 
-    def set(self, index: int, *, room: bool) -> None:
-        self._write(index, 1 if room else 2)
+    def set(self, index: int, *, room: bool, connections: int = -1) -> None:
+        self._write(index, 1 if room else 2, connections)
 
-    def _write(self, index: int, room: int) -> None:
-        self._ENTRY.pack_into(self._map, index * self._ENTRY.size, room, time.monotonic())
+    def _write(self, index: int, room: int, connections: int) -> None:
+        self._ENTRY.pack_into(self._map, index * self._ENTRY.size, room, connections, time.monotonic())
+
+    def _others_with_room(self, index: int) -> Iterator[int]:
+        """The connection counts of the other workers with room that spoke lately."""
+        fresh_after = time.monotonic() - self.STALE
+        for other, (room, connections, said) in enumerate(self._ENTRY.iter_unpack(self._map)):
+            if other != index and room == 1 and said >= fresh_after:
+                yield connections
 
     def others_have_room(self, index: int) -> bool:
-        fresh_after = time.monotonic() - self.STALE
-        for other, (room, said) in enumerate(self._ENTRY.iter_unpack(self._map)):
-            if other != index and room == 1 and said >= fresh_after:
-                return True
-        return False
+        return any(True for _ in self._others_with_room(index))
+
+    def fewest_connections_elsewhere(self, index: int) -> int | None:
+        """The fewest connections another worker with room holds (None: no such worker has said)."""
+        return min((n for n in self._others_with_room(index) if n >= 0), default=None)
 
 
 BOARD = Board()
 
 
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+def _waiting(listeners: list[Any]) -> bool:
+    """Whether a connection waits to be accepted on any of ``listeners``."""
+    try:
+        return bool(select.select(listeners, [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 def _head_end(buffer: bytearray) -> int | None:

@@ -4,6 +4,7 @@ Worker model: ``gthread`` (see eventsvc.worker). Each open event stream holds on
 workers x EVENTSVC_THREADS (128) serve a few hundred watchers while short requests keep
 flowing; a worker learns of other workers' appends from SQLite (see eventsvc.store.watch).
 """
+import gc
 import os
 import shutil
 import sys
@@ -109,4 +110,13 @@ def post_worker_init(worker):
     from eventsvc import http_errors
 
     http_errors.install()
+    settle_heap()
     worker.log.info("Worker ready (pid: %s)", worker.pid)
+
+
+def settle_heap():
+    """Move everything loading the app created out of the collector's sight (``gc.freeze``): it lives
+    as long as the worker, and a full collection that walks it stalls every request of the worker
+    for ~17 ms (measured under figure 9's load; 0.5 ms once frozen)."""
+    gc.collect()
+    gc.freeze()

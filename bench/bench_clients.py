@@ -150,6 +150,8 @@ def batching_round(url: str, seconds: float, sessions: int, load: Load) -> Round
                 future = emitter.emit_nowait(session_id, "message_delta", payload(n))
                 future.add_done_callback(stored(since))
                 outstanding.append(future)
+                while outstanding and outstanding[0].done():  # an agent keeps no future it is done with
+                    outstanding.popleft()
                 n += 1
             for future in outstanding:
                 future.result()

@@ -59,6 +59,7 @@ class Server:
             return pids
 
 
+WORKERS = 2
 GUNICORN_LOG_FORMAT = '%(p)s %(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # make run's, plus the worker pid
 
 
@@ -73,6 +74,15 @@ def requests_by_worker(log_path: Path, path_prefix: str = "/api/") -> dict[int, 
     return counts
 
 
+def _workers_ready(log_path: Path, start: int, env: dict[str, str]) -> float:
+    """Workers that logged "Worker ready" since ``start`` (infinite when the log level hides it)."""
+    if env.get("EVENTSVC_LOG_LEVEL", "info").lower() not in ("debug", "info"):
+        return float("inf")
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        return log.read().count(b"Worker ready (pid: ")
+
+
 @contextmanager
 def serve(target: str, data_dir: Path, log_path: Path, *, timeout: float = 60.0,
           settings: dict[str, str] | None = None) -> Iterator[Server]:
@@ -81,8 +91,9 @@ def serve(target: str, data_dir: Path, log_path: Path, *, timeout: float = 60.0,
     ``settings`` adds EVENTSVC_* variables (EVENTSVC_METRICS=0, say)."""
     port = free_port()
     env = {**os.environ, "EVENTSVC_DATA_DIR": str(data_dir), "EVENTSVC_BIND": f"127.0.0.1:{port}",
-           "EVENTSVC_WORKERS": "2", "PYTHONPATH": str(ROOT), **(settings or {})}
+           "EVENTSVC_WORKERS": str(WORKERS), "PYTHONPATH": str(ROOT), **(settings or {})}
     gunicorn = Path(sys.executable).with_name("gunicorn")
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     log_file = open(log_path, "ab")
     process = subprocess.Popen([str(gunicorn), "--config", "python:eventsvc.gunicorn_conf",
                                 "--access-logformat", GUNICORN_LOG_FORMAT, target],
@@ -96,7 +107,9 @@ def serve(target: str, data_dir: Path, log_path: Path, *, timeout: float = 60.0,
                 raise RuntimeError(f"gunicorn exited with {process.returncode}; see {log_path}")
             try:
                 with urllib.request.urlopen(server.url + "/healthz", timeout=1) as answer:
-                    if answer.status == 200:
+                    # Both workers, not the first: a run that starts while one still loads the app
+                    # measures one worker (it takes every connection, and keeps them).
+                    if answer.status == 200 and _workers_ready(log_path, log_start, env) >= WORKERS:
                         break
             except OSError:
                 pass

@@ -283,6 +283,10 @@ class ThreadFreeWorker(ThreadWorker):
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         self._publish_room()  # every turn: a worker that stops turning soon counts as having no room
+        if self.alive:
+            # gthread's run loop asks again only when "under the cap" changes; a worker at its cap that
+            # stopped accepting to decline or balance must still take connections once that ends.
+            self.set_accept_enabled(self.nr_conns < self.worker_connections)
         if self.reading:
             timeout = min(timeout, 0.5)  # deadlines are swept each turn
         if self._declining():
@@ -306,6 +310,9 @@ class ThreadFreeWorker(ThreadWorker):
     def _publish_room(self) -> None:
         if self.board_index is not None:
             full = self._slots is not None and self._slots.full
+            if not self.alive:  # stopping: it accepts nothing more, so nothing may be left to it
+                BOARD.set(self.board_index, room=False)
+                return
             BOARD.set(self.board_index, room=not (full or self.saturated), connections=self.nr_conns)
 
     def _declining(self) -> bool:
@@ -314,6 +321,7 @@ class ThreadFreeWorker(ThreadWorker):
         if self.board_index is None:
             return False
         if self._slots is not None and self._slots.full and BOARD.others_have_room(self.board_index):
+            self._balancing_since = None  # declining already: no 5 ms re-checks for a balancing episode
             return True
         return self._balancing()
 

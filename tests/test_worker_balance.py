@@ -1,0 +1,139 @@
+"""How workers share connections when one of them cannot take its share: at its connection cap,
+at its stream cap, or stopping. A new connection must never wait for a worker that will not
+accept it (eventsvc.worker: ``_balancing``, ``_declining``, ``Board``)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from conftest import Server, start_server
+
+pytestmark = pytest.mark.slow
+BOUND = 10.0
+PROMPT = 3.0  # an answer within this is prompt; the bugs these tests guard against waited 8-12 s or forever
+
+
+def _address(server: Server) -> tuple[str, int]:
+    parts = urlsplit(server.url)
+    return parts.hostname, parts.port
+
+
+def _worker_pids(server: Server) -> list[int]:
+    return [int(pid) for pid in re.findall(r"Worker ready \(pid: (\d+)\)", server.log())]
+
+
+def _owner(server: Server, client: socket.socket) -> int | None:
+    """The worker holding the server side of ``client``'s connection (from /proc: its socket inode)."""
+    port = urlsplit(server.url).port
+    wanted = f"0100007F:{port:04X} 0100007F:{client.getsockname()[1]:04X}"
+    inode = None
+    deadline = time.monotonic() + BOUND
+    while inode is None and time.monotonic() < deadline:
+        with open("/proc/net/tcp") as table:
+            for line in table:
+                fields = line.split()
+                if f"{fields[1]} {fields[2]}" == wanted and fields[9] != "0":
+                    inode = fields[9]
+        if inode is None:
+            time.sleep(0.01)
+    for pid in _worker_pids(server):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def _healthz_answered_within(server: Server) -> float:
+    """Seconds until a new connection's /healthz is answered (BOUND if it is not)."""
+    started = time.monotonic()
+    with socket.create_connection(_address(server), timeout=BOUND) as probe:
+        probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        try:
+            answer = probe.recv(100)
+        except socket.timeout:
+            return BOUND
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    return time.monotonic() - started
+
+
+def test_a_worker_at_its_connection_cap_takes_new_connections_once_the_other_stops(tmp_path: Path):
+    """Worker A holds its cap of connections (half-sent requests), B none; B is then stopped. A new
+    connection is taken by A (evicting its oldest unfinished request), not left for B for ever:
+    a worker at its cap that had stopped accepting to leave connections to B must look again."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2,
+                          env={"EVENTSVC_THREADS": "4", "EVENTSVC_MAX_CONNECTIONS": "6",
+                               "EVENTSVC_HEADER_TIMEOUT": "60"})
+    held: list[socket.socket] = []
+    stopped = None
+    try:
+        first = None
+        for _ in range(100):  # connections until one worker holds 6 (those the other took are closed)
+            client = socket.create_connection(_address(server), timeout=BOUND)
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+            owner = _owner(server, client)
+            first = first or owner
+            if owner == first:
+                held.append(client)
+            else:
+                client.close()
+            if len(held) == 6:
+                break
+            time.sleep(0.12)  # past the balancing window, so that A takes the next one again
+        assert len(held) == 6
+        other = next(pid for pid in _worker_pids(server) if pid != first)
+        time.sleep(0.3)
+        os.kill(other, signal.SIGSTOP)
+        stopped = other
+        assert _healthz_answered_within(server) < PROMPT
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        for client in held:
+            client.close()
+        server.stop()
+
+
+def test_a_worker_at_its_stream_cap_does_not_wait_for_a_stopping_neighbour(tmp_path: Path):
+    """A is at its stream cap and B is told to stop (SIGTERM) while it still serves a stream, so it
+    drains for up to its graceful timeout, accepting nothing. A stops leaving connections to B at
+    once: a new request is answered now, not after B has drained."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2,
+                          env={"EVENTSVC_THREADS": "3", "EVENTSVC_MAX_STREAMS": "2"})
+    streams: dict[int, list[socket.socket]] = {}
+    try:
+        requests.post(f"{server.url}/api/sessions/busy/events", json={"type": "user_message"},
+                      headers={"Connection": "close"}, timeout=BOUND).raise_for_status()
+        for _ in range(40):  # streams until one worker is at its cap (2) and the other holds one
+            client = socket.create_connection(_address(server), timeout=BOUND)
+            client.sendall(b"GET /api/sessions/busy/events/stream?since_seq=1 HTTP/1.1\r\nHost: x\r\n"
+                           b"Accept: text/event-stream\r\n\r\n")
+            head = client.recv(200)
+            owner = _owner(server, client)
+            if head.startswith(b"HTTP/1.1 200") and owner is not None and len(streams.get(owner, [])) < 2:
+                streams.setdefault(owner, []).append(client)
+            else:
+                client.close()
+            if len(streams) == 2 and sorted(map(len, streams.values())) == [1, 2]:
+                break
+        assert sorted(map(len, streams.values())) == [1, 2], {pid: len(held) for pid, held in streams.items()}
+        stopping = next(pid for pid, held in streams.items() if len(held) == 1)
+        time.sleep(0.3)
+        os.kill(stopping, signal.SIGTERM)
+        time.sleep(0.2)
+        assert _healthz_answered_within(server) < PROMPT
+    finally:
+        for held in streams.values():
+            for client in held:
+                client.close()
+        server.stop()

@@ -190,6 +190,8 @@ async def _async_round(url: str, seconds: float, sessions: int, load: Load | Non
                     future = emitter.emit_nowait(session_id, "message_delta", payload(n))
                     future.add_done_callback(lambda _, since=since: latencies.append(time.perf_counter() - since))
                     outstanding.append(future)
+                    while outstanding and outstanding[0].done():  # as in the threads' round
+                        outstanding.popleft()
                 n += 1
             if outstanding:
                 await asyncio.gather(*outstanding)

@@ -369,29 +369,40 @@ class Board:
     # room (0 none, 1 yes, 2 no), open connections (-1: not said yet), time.monotonic() of the last word
     _ENTRY = struct.Struct("=Bxxxid")
 
+    # Before the entries: how many slots were ever claimed, so that a worker reads those alone
+    # (it asks on every turn of its loop; all 256 cost ~8 µs a time, some 5% of a request).
+    _USED = struct.Struct("=i12x")  # 16 bytes: the entries stay aligned
+
     def __init__(self) -> None:
-        self._map = mmap.mmap(-1, self.SIZE * self._ENTRY.size)
+        self._map = mmap.mmap(-1, self._USED.size + self.SIZE * self._ENTRY.size)
 
     def claim(self, taken: set[int]) -> int:
         """A slot for a worker about to boot: it will have room, so the others leave streams to it."""
         index = next(i for i in range(self.SIZE) if i not in taken)
         self._write(index, 1, -1)
+        if index >= self._used():
+            self._USED.pack_into(self._map, 0, index + 1)
         return index
+
+    def _used(self) -> int:
+        return self._USED.unpack_from(self._map, 0)[0]
 
     def release(self, index: int | None) -> None:
         if index is not None:
-            self._ENTRY.pack_into(self._map, index * self._ENTRY.size, 0, -1, 0.0)
+            self._ENTRY.pack_into(self._map, self._USED.size + index * self._ENTRY.size, 0, -1, 0.0)
 
     def set(self, index: int, *, room: bool, connections: int = -1) -> None:
         self._write(index, 1 if room else 2, connections)
 
     def _write(self, index: int, room: int, connections: int) -> None:
-        self._ENTRY.pack_into(self._map, index * self._ENTRY.size, room, connections, time.monotonic())
+        self._ENTRY.pack_into(self._map, self._USED.size + index * self._ENTRY.size, room, connections,
+                              time.monotonic())
 
     def _others_with_room(self, index: int) -> Iterator[int]:
         """The connection counts of the other workers with room that spoke lately."""
         fresh_after = time.monotonic() - self.STALE
-        for other, (room, connections, said) in enumerate(self._ENTRY.iter_unpack(self._map)):
+        end = self._USED.size + min(self._used(), self.SIZE) * self._ENTRY.size
+        for other, (room, connections, said) in enumerate(self._ENTRY.iter_unpack(self._map[self._USED.size:end])):
             if other != index and room == 1 and said >= fresh_after:
                 yield connections
 

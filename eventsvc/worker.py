@@ -361,7 +361,9 @@ class Board:
     or stuck holding the interpreter lock) counts as having no room, so it can never make the
     others turn connections away. Slots are claimed by the master in pre_fork and freed when a
     worker exits, dead or alive. A booting worker has room for streams but no connection count
-    (-1) until its loop runs, so no worker leaves connections to one still loading the app.
+    (-1) until its loop runs: no worker balances connections to one still loading the app, but a
+    worker at its stream cap does decline them to it, so new connections wait for its boot (at
+    most ``STALE``).
     """
 
     SIZE = 256  # workers

@@ -1,7 +1,7 @@
 """gunicorn settings for ``make run``, read from the same EVENTSVC_* variables as the app.
 
 Worker model: ``gthread`` (see eventsvc.worker). Each open event stream holds one thread while it waits, so 2
-workers x EVENTSVC_THREADS (128) serve a few hundred watchers while short requests keep
+workers x EVENTSVC_THREADS (256) serve a few hundred watchers while short requests keep
 flowing; a worker learns of other workers' appends from SQLite (see eventsvc.store.watch).
 """
 import gc

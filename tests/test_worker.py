@@ -3,11 +3,6 @@ from __future__ import annotations
 
 import gc
 import http.client
-import os
-import re
-import signal
-import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,33 +144,6 @@ def test_a_kept_alive_connection_is_served_beside_streams(tmp_path: Path):
             streams.end_all()
 
 
-def test_keep_alive_connections_are_spread_over_the_workers(tmp_path: Path):
-    """Eight keep-alive connections opened at once, as a load generator or a client's pool does,
-    then used in turn: both workers get their share. Without balancing, the kernel wakes both
-    workers for each connection and the first to call accept() takes it: often one takes all."""
-    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2)
-    connections = [_connection(server) for _ in range(8)]
-    try:
-        for connection in connections:
-            connection.connect()
-        for round in ("first", "again"):  # each served twice, on the same connection
-            for n, connection in enumerate(connections):
-                connection.request("GET", "/healthz", headers={"X-Request-Id": f"{round}-{n}"})
-                assert connection.getresponse().read()
-        served_by: dict[str, set[str]] = {}
-        for line in server.log().splitlines():
-            match = re.search(r'"GET /healthz" 200 \d+ \d+ms <(\d+)> rid=(first|again)-(\d)\b', line)
-            if match:
-                served_by.setdefault(match.group(3), set()).add(match.group(1))
-        assert len(served_by) == 8 and all(len(pids) == 1 for pids in served_by.values()), served_by
-        per_worker = Counter(next(iter(pids)) for pids in served_by.values())
-        assert len(per_worker) == 2 and min(per_worker.values()) >= 3, per_worker
-    finally:
-        for connection in connections:
-            connection.close()
-        server.stop()
-
-
 def test_a_worker_freezes_what_loading_the_app_created():
     """What the app holds for the worker's life is out of the collector's reach (gc.freeze), so a
     full collection does not walk it while requests wait."""
@@ -187,49 +155,3 @@ def test_a_worker_freezes_what_loading_the_app_created():
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
-
-
-def test_a_stopped_worker_does_not_strand_the_connections_left_to_it(tmp_path: Path):
-    """A worker that holds more connections leaves new ones to the other, but only while the other
-    takes them: with the other stopped (SIGSTOP), new connections are still accepted and answered."""
-    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2)
-    pids = [int(pid) for pid in re.findall(r"Worker ready \(pid: (\d+)\)", server.log())]
-    held = []
-    stopped = None
-    try:
-        for n in range(10):  # kept-alive connections until both workers hold some
-            connection = _connection(server)
-            connection.request("GET", "/healthz", headers={"X-Request-Id": f"held-{n}"})
-            assert connection.getresponse().read()
-            held.append(connection)
-            by_worker = Counter(_served_by(server, f"held-{i}") for i in range(len(held)))
-            if len(by_worker) == 2:
-                break
-        assert len(by_worker) == 2, by_worker
-        stopped = min(pids, key=lambda pid: by_worker[pid])  # the one the other would leave connections to
-        os.kill(stopped, signal.SIGSTOP)
-        for n in range(6):
-            fresh = _connection(server)
-            try:
-                fresh.request("GET", "/healthz", headers={"X-Request-Id": f"fresh-{n}"})
-                response = fresh.getresponse()
-                assert response.status == 200 and response.read()
-            finally:
-                fresh.close()
-            assert _served_by(server, f"fresh-{n}") != stopped
-    finally:
-        if stopped is not None:
-            os.kill(stopped, signal.SIGCONT)
-        for connection in held:
-            connection.close()
-        server.stop()
-
-
-def _served_by(server: Server, request_id: str) -> int:
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        match = re.search(rf"<(\d+)> rid={re.escape(request_id)}\n", server.log())
-        if match:
-            return int(match.group(1))
-        time.sleep(0.01)
-    raise AssertionError(f"no access log line for {request_id}")

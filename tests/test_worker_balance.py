@@ -1,13 +1,15 @@
-"""How workers share connections when one of them cannot take its share: at its connection cap,
-at its stream cap, or stopping. A new connection must never wait for a worker that will not
-accept it (eventsvc.worker: ``_balancing``, ``_declining``, ``Board``)."""
+"""How the workers share connections (eventsvc.worker: ``_balancing``, ``_declining``, ``Board``):
+evenly when a client opens several at once, and when one worker cannot take its share (stopped,
+at its connection cap, at its stream cap, stopping) a new connection never waits for it."""
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
 import socket
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,6 +26,11 @@ PROMPT = 3.0  # an answer within this is prompt; the bugs these tests guard agai
 def _address(server: Server) -> tuple[str, int]:
     parts = urlsplit(server.url)
     return parts.hostname, parts.port
+
+
+def _connection(server: Server) -> http.client.HTTPConnection:
+    host, port = _address(server)
+    return http.client.HTTPConnection(host, port, timeout=BOUND)
 
 
 def _worker_pids(server: Server) -> list[int]:
@@ -137,3 +144,76 @@ def test_a_worker_at_its_stream_cap_does_not_wait_for_a_stopping_neighbour(tmp_p
             for client in held:
                 client.close()
         server.stop()
+
+
+def test_keep_alive_connections_are_spread_over_the_workers(tmp_path: Path):
+    """Eight keep-alive connections opened at once, as a load generator or a client's pool does,
+    then used in turn: both workers get their share. Without balancing, the kernel wakes both
+    workers for each connection and the first to call accept() takes it: often one takes all."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2)
+    connections = [_connection(server) for _ in range(8)]
+    try:
+        for connection in connections:
+            connection.connect()
+        for round in ("first", "again"):  # each served twice, on the same connection
+            for n, connection in enumerate(connections):
+                connection.request("GET", "/healthz", headers={"X-Request-Id": f"{round}-{n}"})
+                assert connection.getresponse().read()
+        served_by: dict[str, set[str]] = {}
+        for line in server.log().splitlines():
+            match = re.search(r'"GET /healthz" 200 \d+ \d+ms <(\d+)> rid=(first|again)-(\d)\b', line)
+            if match:
+                served_by.setdefault(match.group(3), set()).add(match.group(1))
+        assert len(served_by) == 8 and all(len(pids) == 1 for pids in served_by.values()), served_by
+        per_worker = Counter(next(iter(pids)) for pids in served_by.values())
+        assert len(per_worker) == 2 and min(per_worker.values()) >= 3, per_worker
+    finally:
+        for connection in connections:
+            connection.close()
+        server.stop()
+
+
+def test_a_stopped_worker_does_not_strand_the_connections_left_to_it(tmp_path: Path):
+    """A worker that holds more connections leaves new ones to the other, but only while the other
+    takes them: with the other stopped (SIGSTOP), new connections are still accepted and answered."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2)
+    pids = _worker_pids(server)
+    held = []
+    stopped = None
+    try:
+        for n in range(10):  # kept-alive connections until both workers hold some
+            connection = _connection(server)
+            connection.request("GET", "/healthz", headers={"X-Request-Id": f"held-{n}"})
+            assert connection.getresponse().read()
+            held.append(connection)
+            by_worker = Counter(_served_by(server, f"held-{i}") for i in range(len(held)))
+            if len(by_worker) == 2:
+                break
+        assert len(by_worker) == 2, by_worker
+        stopped = min(pids, key=lambda pid: by_worker[pid])  # the one the other would leave connections to
+        os.kill(stopped, signal.SIGSTOP)
+        for n in range(6):
+            fresh = _connection(server)
+            try:
+                fresh.request("GET", "/healthz", headers={"X-Request-Id": f"fresh-{n}"})
+                response = fresh.getresponse()
+                assert response.status == 200 and response.read()
+            finally:
+                fresh.close()
+            assert _served_by(server, f"fresh-{n}") != stopped
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        for connection in held:
+            connection.close()
+        server.stop()
+
+
+def _served_by(server: Server, request_id: str) -> int:
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        match = re.search(rf"<(\d+)> rid={re.escape(request_id)}\n", server.log())
+        if match:
+            return int(match.group(1))
+        time.sleep(0.01)
+    raise AssertionError(f"no access log line for {request_id}")

@@ -27,8 +27,8 @@ BENCH_DIR = ROOT / "bench"
 WORK = BENCH_DIR / "work"
 FULL = os.environ.get("BENCH_FULL", "") not in ("", "0")
 REPEATS = 3  # every figure is measured this many times, interleaved with its baseline; medians reported
-# wrk's 8 keep-alive connections fall on the two workers by chance, now and then all on one:
-# five runs each keep the median clear of two such runs.
+# Five runs each keep the median clear of two bad ones (wrk's 8 keep-alive connections used to
+# fall on the two workers by chance, now and then all on one; the workers now balance them).
 HTTP_REPEATS = 5
 HTTP_SECONDS = 15 if FULL else 5  # one wrk run
 LOOP_ROUNDS = 6  # in-process throughput: short rounds, alternating, so a noisy neighbour hits all alike

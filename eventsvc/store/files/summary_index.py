@@ -168,8 +168,7 @@ def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int
     # listing index re-keyed.
     renumber = not (session_row is not None and session_row[7] and (
         not ordered or len(ordered) == 1 and ordered[0] in run_rows and run_rows[ordered[0]][13] == session_row[6]))
-    values = (session_id, *checkpoint, session.first_seq, session.event_count, session.created_at,
-              session.updated_at, session.run_count, session.active_runs, int(session.closed))
+    values = _session_values(session, checkpoint)
     if renumber:
         conn.execute(_UPSERT_SESSION, (*values, max(1, len(ordered))))
     else:
@@ -185,6 +184,12 @@ def record(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int
         else:
             conn.execute(_INSERT_RUN, (*_run_values(run), place))  # no row in this transaction's read: new
 
+
+
+def _session_values(session: SessionSummary, checkpoint: tuple[int, int, int]) -> tuple:
+    """The session's row (``_UPDATE_SESSION``; ``_UPSERT_SESSION`` takes its new number after it)."""
+    return (session.session_id, *checkpoint, session.first_seq, session.event_count, session.created_at,
+            session.updated_at, session.run_count, session.active_runs, int(session.closed))
 
 def _count_one(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int, int], row: tuple,
                session_row: Sequence[Any], run_rows: dict[str, Sequence[Any]]) -> bool:
@@ -249,9 +254,7 @@ def recompute(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, 
     session, runs = SessionSummary(session_id), {}
     fold(session, runs, events)
     ordered = sorted(runs.values(), key=lambda run: run.last_seq)
-    conn.execute(_UPSERT_SESSION, (session_id, *checkpoint, session.first_seq, session.event_count,
-                                   session.created_at, session.updated_at, session.run_count, session.active_runs,
-                                   int(session.closed), max(1, len(ordered))))
+    conn.execute(_UPSERT_SESSION, (*_session_values(session, checkpoint), max(1, len(ordered))))
     conn.execute("DELETE FROM run WHERE session_id = ?", (session_id,))
     for place, run in enumerate(reversed(ordered)):
         conn.execute(_INSERT_RUN, (*_run_values(run), place))

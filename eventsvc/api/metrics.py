@@ -84,18 +84,12 @@ class Meter:
     def __init__(self, m: Any) -> None:
         self.m = m
         self._cells: dict[tuple, Any] = {}
-        self._appended: dict[str, Any] = {}  # event type -> its cell of eventsvc_events_appended
         self._append_seconds = m.HistogramCells(m.APPEND_SECONDS)
 
     def count_appended(self, result: AppendResult) -> None:
         for event, line in zip(result.events, result.lines):
             if line is not None:
-                event_type = event["type"]
-                (self._appended.get(event_type) or self._appended_cell(event_type)).inc(1)
-
-    def _appended_cell(self, event_type: str) -> Any:
-        cell = self._appended[event_type] = self._cell(self.m.EVENTS_APPENDED, event_type)
-        return cell
+                self._cell(self.m.EVENTS_APPENDED, event["type"]).inc(1)
 
     def _cell(self, metric: Any, *labels: str) -> Any:
         """The value cell of ``metric.labels(*labels)``, looked up once (``labels()`` costs more than an

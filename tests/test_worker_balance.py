@@ -10,6 +10,8 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,7 +84,6 @@ def test_a_worker_at_its_connection_cap_takes_new_connections_once_the_other_sto
                           env={"EVENTSVC_THREADS": "4", "EVENTSVC_MAX_CONNECTIONS": "6",
                                "EVENTSVC_HEADER_TIMEOUT": "60"})
     held: list[socket.socket] = []
-    stopped = None
     try:
         first = None
         for _ in range(100):  # connections until one worker holds 6 (those the other took are closed)
@@ -100,12 +101,9 @@ def test_a_worker_at_its_connection_cap_takes_new_connections_once_the_other_sto
         assert len(held) == 6
         other = next(pid for pid in _worker_pids(server) if pid != first)
         time.sleep(0.3)
-        os.kill(other, signal.SIGSTOP)
-        stopped = other
-        assert _healthz_answered_within(server) < PROMPT
+        with _stopped(other):
+            assert _healthz_answered_within(server) < PROMPT
     finally:
-        if stopped is not None:
-            os.kill(stopped, signal.SIGCONT)
         for client in held:
             client.close()
         server.stop()
@@ -179,7 +177,6 @@ def test_a_stopped_worker_does_not_strand_the_connections_left_to_it(tmp_path: P
     server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=2)
     pids = _worker_pids(server)
     held = []
-    stopped = None
     try:
         for n in range(10):  # kept-alive connections until both workers hold some
             connection = _connection(server)
@@ -191,22 +188,30 @@ def test_a_stopped_worker_does_not_strand_the_connections_left_to_it(tmp_path: P
                 break
         assert len(by_worker) == 2, by_worker
         stopped = min(pids, key=lambda pid: by_worker[pid])  # the one the other would leave connections to
-        os.kill(stopped, signal.SIGSTOP)
-        for n in range(6):
-            fresh = _connection(server)
-            try:
-                fresh.request("GET", "/healthz", headers={"X-Request-Id": f"fresh-{n}"})
-                response = fresh.getresponse()
-                assert response.status == 200 and response.read()
-            finally:
-                fresh.close()
-            assert _served_by(server, f"fresh-{n}") != stopped
+        with _stopped(stopped):
+            for n in range(6):
+                fresh = _connection(server)
+                try:
+                    fresh.request("GET", "/healthz", headers={"X-Request-Id": f"fresh-{n}"})
+                    response = fresh.getresponse()
+                    assert response.status == 200 and response.read()
+                finally:
+                    fresh.close()
+                assert _served_by(server, f"fresh-{n}") != stopped
     finally:
-        if stopped is not None:
-            os.kill(stopped, signal.SIGCONT)
         for connection in held:
             connection.close()
         server.stop()
+
+
+@contextmanager
+def _stopped(pid: int) -> Iterator[None]:
+    """The worker ``pid`` stopped (SIGSTOP) while inside, and running again after, whatever happens."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def _served_by(server: Server, request_id: str) -> int:

@@ -77,8 +77,8 @@ def _compare(wrk: str, servers: dict[str, loadgen.Server], script: Path,
     """Alternating wrk runs (in turn, the order reversed every other round); ``splits`` gets, per run,
     how the requests fell on the workers.
 
-    gthread workers accept from one shared socket, so wrk's 8 keep-alive connections often all
-    land on one worker: the split is printed because it moves both apps' figures.
+    gthread workers accept from one shared socket; eventsvc's worker balances wrk's 8 keep-alive
+    connections over them, and the split is printed because a lopsided one moves both apps' figures.
     """
     for server in servers.values():
         loadgen.run_wrk(wrk, server.url, script, seconds=1)  # warm-up: imports, connections, caches

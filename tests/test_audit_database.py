@@ -220,6 +220,25 @@ def test_a_summary_row_that_differs_from_the_events_is_index_wrong_summary(url, 
     assert message in findings(document)[0][3]
 
 
+@pytest.mark.parametrize(("statement", "path", "message"), [
+    ("UPDATE session SET touched = (SELECT touched FROM session WHERE session_id = 's1') WHERE session_id = 's0'",
+     "session/s0", "2 session rows share the listing number (touched) {s1} ('s0', 's1')"),
+    ("UPDATE run SET touched = (SELECT touched FROM run WHERE run_id = 'r0-1') WHERE run_id = 'r1-1'",
+     "run/r0-1", "2 run rows share the listing position (touched {r0-1}, last_seq 9) ('r0-1', 'r1-1')"),
+    ("UPDATE run SET touched = 1000000 WHERE run_id = 'r0-0'", "run/r0-0",
+     "run 'r0-0' has the listing number (touched) 1000000, above its session 's0''s {s0}"),
+])
+def test_listing_numbers_that_would_repeat_or_skip_rows_are_index_wrong_summary(url, statement, path, message):
+    with psycopg.connect(url) as conn:  # the numbers before the damage, for the expected message
+        numbers = dict(conn.execute("SELECT session_id, touched FROM session UNION ALL "
+                                    "SELECT run_id, touched FROM run").fetchall())
+    damage(url, statement)
+    exit_code, document = audit_json(url)
+    assert exit_code == 1
+    assert [f[:3] for f in findings(document)] == [(path, 0, "INDEX_WRONG_SUMMARY")], findings(document)
+    assert message.format_map(numbers) in findings(document)[0][3]
+
+
 def test_session_and_run_rows_without_events_are_extra_rows(url):
     damage(url, "INSERT INTO session (session_id, last_seq) VALUES ('empty', 1)",
            "INSERT INTO run (run_id, session_id, first_seq) VALUES ('ghost', 's1', 99)")

@@ -1,7 +1,7 @@
 """``eventsvc audit --database``: the file audit's checks, on a PostgreSQL store (no Flask, no click).
 
 Everything is read in one read-only snapshot. The set checks (seq gaps and repeats, duplicate
-event ids, runs in two sessions) are SQL (``audit_sql``). Then one ordered pass over the event
+event ids, runs in two sessions, listing numbers) are SQL (``audit_sql``). Then one ordered pass over the event
 rows through a server-side cursor, beside the session and run rows in the same order (a merge),
 checks what needs the envelope itself: that its stored text parses, passes StoredEnvelopeSchema
 and agrees with its row's columns; the run lifecycles; and that each session's and run's summary
@@ -23,7 +23,8 @@ from marshmallow import ValidationError
 
 from .audit import Finding, Summary, json_problem, schema_messages
 from .audit_checks import Lifecycle
-from .audit_sql import Connection, RunOwners, check_event_ids, check_run_owners, check_seqs, event_path
+from .audit_sql import (Connection, RunOwners, check_event_ids, check_listing_numbers, check_run_owners, check_seqs,
+                        event_path)
 from ..schemas import StoredEnvelopeSchema, stored_envelope_is_valid
 from ..store.files import untrusted
 from ..store.postgres.connect import where as where_of
@@ -106,6 +107,7 @@ class _DatabaseAudit:
         check_seqs(conn, self.where, self.emit)
         check_event_ids(conn, self.where, self.emit)
         self.owners = check_run_owners(conn, self.where, self.emit)
+        check_listing_numbers(conn, self.where, self.emit)
         sessions = _Peek(_rows(conn, "audit_sessions", SESSIONS), 0)
         runs = _Peek(_rows(conn, "audit_runs", RUNS), 1)
         events = groupby(stream(conn, "audit_events", EVENTS, {"max_line": self.max_line}, itersize=ITERSIZE,

@@ -1,5 +1,5 @@
 """The PostgreSQL audit's set checks, done by the server: seq gaps and repeats, duplicate event
-ids, runs in two sessions (no Flask, no click).
+ids, runs in two sessions, listing numbers (no Flask, no click).
 
 Each is one statement over the event rows that returns only what is wrong, read through a
 server-side cursor, so neither the server's answer nor this process grows with the database.
@@ -50,6 +50,22 @@ WITH per AS (
 )
 SELECT run_id, session_id, first_seq, owner, lowest, sessions FROM marked
 WHERE owner IS NULL OR owner <> session_id ORDER BY session_id, first_seq, run_id
+"""
+
+# The numbers the listings order by (store.postgres.summaries): a session's ``touched`` is unique, a
+# run's position ``(touched, last_seq)`` is unique, and no run is newer than its session. Each
+# statement returns only the rows that break one of these, over the listing indexes.
+SHARED_SESSION_NUMBERS = """
+SELECT touched, count(*), array_agg(session_id ORDER BY session_id) FROM session
+GROUP BY touched HAVING count(*) > 1 ORDER BY touched
+"""
+SHARED_RUN_POSITIONS = """
+SELECT touched, last_seq, count(*), array_agg(run_id ORDER BY run_id) FROM run
+GROUP BY touched, last_seq HAVING count(*) > 1 ORDER BY touched, last_seq
+"""
+RUNS_ABOVE_SESSION = """
+SELECT r.run_id, r.touched, s.session_id, s.touched FROM run r JOIN session s ON s.session_id = r.session_id
+WHERE r.touched > s.touched ORDER BY r.run_id
 """
 
 
@@ -114,3 +130,26 @@ def check_run_owners(conn: Connection, where: str, emit: Emit) -> RunOwners:
             emit(path, first_seq, "RUN_IN_TWO_SESSIONS", f"run {run_id!r} belongs to session {owner!r} "
                  f"(its run row), but seq {first_seq} of this session names it")
     return found
+
+
+def check_listing_numbers(conn: Connection, where: str, emit: Emit) -> None:
+    """INDEX_WRONG_SUMMARY, as the file audit's ``listing_numbers``, for session rows that share a
+    listing number, run rows that share a listing position, and a run listed as newer than its
+    session: a walk of a listing by its cursor would repeat or skip them."""
+    for touched, count, session_ids in _stream(conn, "audit_shared_session_numbers", SHARED_SESSION_NUMBERS):
+        emit(f"{where}/session/{session_ids[0]}", 0, "INDEX_WRONG_SUMMARY",
+             f"{count} session rows share the listing number (touched) {touched} ({_names(session_ids)}): "
+             "a walk of their listing can repeat or skip them")
+    for touched, last_seq, count, run_ids in _stream(conn, "audit_shared_run_positions", SHARED_RUN_POSITIONS):
+        emit(f"{where}/run/{run_ids[0]}", 0, "INDEX_WRONG_SUMMARY",
+             f"{count} run rows share the listing position (touched {touched}, last_seq {last_seq}) "
+             f"({_names(run_ids)}): a walk of their listing can repeat or skip them")
+    for run_id, touched, session_id, session_touched in _stream(conn, "audit_runs_above_session",
+                                                                RUNS_ABOVE_SESSION):
+        emit(f"{where}/run/{run_id}", 0, "INDEX_WRONG_SUMMARY", f"run {run_id!r} has the listing number "
+             f"(touched) {touched}, above its session {session_id!r}'s {session_touched}")
+
+
+def _names(ids: list[str], shown: int = 5) -> str:
+    names = ", ".join(repr(one) for one in ids[:shown])
+    return names + (f" and {len(ids) - shown} more" if len(ids) > shown else "")

@@ -1,7 +1,6 @@
 """The make-run gunicorn configuration: one instance never touches another's files, and the app logs at LOG_LEVEL."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

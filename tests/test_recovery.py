@@ -15,6 +15,7 @@ import pytest
 
 from eventsvc import EventStore, create_app
 from eventsvc.errors import RunNotFound, RunSessionConflict, StorageError, StorageFull
+from eventsvc.ops.audit import plan_audit, run_audit
 from eventsvc.store.files import segments
 
 INDEX_FILES = ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm")
@@ -353,6 +354,32 @@ def test_index_ahead_of_the_log_drops_the_lost_rows(open_store, data_dir):
     assert again["seq"] == 8 and again["event_id"] == lost[0]["event_id"]
     assert store.run_session("r-lost") == "s1"
     assert seqs(all_events(store, "s1")) == list(range(1, 9))
+
+
+def test_a_repair_keeps_the_sessions_and_runs_places_in_the_listings(open_store, data_dir):
+    """Dropping rows the log lost appends nothing: the session does not become the newest, and its
+    runs are re-ordered by the events they kept, within the numbers they held."""
+    store = open_store()
+    store.append("s1", message(0, run_id="r-early"))
+    store.append("s1", message(1, run_id="r-late"))
+    store.append("s1", message(2, run_id="r-early"))  # r-early is s1's newest run
+    store.append("s2", message(3, run_id="r-other"))  # s2 the newest session
+    store.close()
+    segment = segment_path(data_dir, "s1")
+    os.truncate(segment, line_ends(segment)[1])  # r-early's last event is lost
+
+    store = open_store()
+
+    assert store.get_run("r-early")["last_seq"] == 1
+    assert [s["session_id"] for s in store.list_sessions().items] == ["s2", "s1"]
+    assert [r["run_id"] for r in store.list_runs().items] == ["r-other", "r-late", "r-early"]
+    assert [r["run_id"] for r in store.list_runs(session_id="s1").items] == ["r-late", "r-early"]
+    findings = []
+    run_audit(plan_audit([data_dir]), check_index=True, on_finding=findings.append)
+    assert not [f for f in findings if f.code.startswith("INDEX_")], findings  # the numbers still hold
+    store.append("s1", message(4, run_id="r-early"))  # an append still moves both to the top
+    assert [s["session_id"] for s in store.list_sessions().items] == ["s1", "s2"]
+    assert [r["run_id"] for r in store.list_runs().items] == ["r-early", "r-other", "r-late"]
 
 
 def test_log_cut_inside_a_line_drops_the_rows_and_keeps_the_partial_line(open_store, data_dir):

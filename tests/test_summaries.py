@@ -13,7 +13,7 @@ from eventsvc import EventStore
 from eventsvc.errors import RunSessionConflict, SessionNotFound, ValidationFailed
 from eventsvc.store import rules
 from eventsvc.store.files.index import SessionState
-from eventsvc.summaries import RunSummary, SessionSummary, fold
+from eventsvc.summaries import SessionSummary, fold
 
 TS = "2026-12-01T10:00:%02dZ"
 

@@ -41,6 +41,7 @@ _SESSION_COLUMNS = "session_id, first_seq, last_seq, event_count, created_at, up
 # to Python costs a third of the whole upkeep (callgrind).
 _INSERT_RUN = (f"INSERT INTO run ({_RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
                " ?14, (SELECT touched FROM session WHERE session_id = ?2) - ?15)")
+_INSERT_NUMBERED_RUN = f"INSERT INTO run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _NEWEST = "touched = (SELECT max(touched) FROM session)"  # whether a session holds the highest number
 # What ``Index.before_append`` reads of the session's summary and of each run's: enough to tell
 # whether a single event can be added in SQL alone (``_count_one``); a commit that folds reads the
@@ -248,14 +249,28 @@ def checkpoint_only(conn: sqlite3.Connection, session_id: str, checkpoint: tuple
 
 
 def recompute(conn: sqlite3.Connection, session_id: str, checkpoint: tuple[int, int, int]) -> None:
-    """Rebuild one session's summaries from its event rows (after rows were dropped: a rare repair)."""
+    """Rebuild one session's summaries from its event rows (after rows were dropped: a rare repair).
+
+    Dropping a session's last rows appends nothing, so the session keeps its place in the listings,
+    and its runs keep theirs among the numbers they held (re-dealt in the order of their last
+    events, which the drop may have changed): no number is new, so every number stays unique
+    and none of a run's rises above its session's.
+    """
+    held = conn.execute("SELECT touched FROM session WHERE session_id = ?", (session_id,)).fetchone()
+    numbers = dict(conn.execute("SELECT run_id, touched FROM run WHERE session_id = ?", (session_id,)))
     events = conn.execute("SELECT seq, run_id, type, timestamp FROM event WHERE session_id = ? ORDER BY seq",
                           (session_id,))
     session, runs = SessionSummary(session_id), {}
     fold(session, runs, events)
     ordered = sorted(runs.values(), key=lambda run: run.last_seq)
-    conn.execute(_UPSERT_SESSION, (*_session_values(session, checkpoint), max(1, len(ordered))))
     conn.execute("DELETE FROM run WHERE session_id = ?", (session_id,))
+    if held is not None and all(run.run_id in numbers for run in ordered):
+        conn.execute(_UPDATE_SESSION, _session_values(session, checkpoint))
+        kept = sorted(numbers[run.run_id] for run in ordered)
+        for run, touched in zip(ordered, kept):
+            conn.execute(_INSERT_NUMBERED_RUN, (*_run_values(run), touched))
+        return
+    conn.execute(_UPSERT_SESSION, (*_session_values(session, checkpoint), max(1, len(ordered))))
     for place, run in enumerate(reversed(ordered)):
         conn.execute(_INSERT_RUN, (*_run_values(run), place))
 

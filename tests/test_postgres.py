@@ -128,6 +128,37 @@ def test_unreachable_server_is_a_503_and_nothing_else(pg_database, tmp_path):
     app.extensions["eventsvc.store"].close()
 
 
+def test_a_new_waiter_stuck_on_a_busy_pool_holds_up_no_other_waiters_wake_up(pg_url):
+    """A waiter reads its session's last seq from the pool; when the pool is busy, that read waits,
+    and while it does, a waiter on another session is still woken by an append on another host."""
+    import time
+
+    reader = open_store(pg_url, pool_size=1, connect_timeout=4)
+    writer = open_store(pg_url)
+    try:
+        writer.append("woken", {"type": "user_message"})
+        woke: list[float] = []
+        waiting = threading.Thread(target=lambda: (reader.wait_for_events("woken", 1, 20),
+                                                   woke.append(time.monotonic())))
+        waiting.start()
+        time.sleep(1.0)  # listening, and waiting
+        slow = threading.Thread(target=lambda: reader._pooled.run(lambda conn: conn.execute("SELECT pg_sleep(3)")))
+        slow.start()  # holds the reader's only pooled connection
+        time.sleep(0.3)
+        stuck = threading.Thread(target=lambda: reader.wait_for_events("other", 0, 5))
+        stuck.start()  # waits for the pool to read "other"'s last seq
+        time.sleep(0.3)
+        appended = time.monotonic()
+        writer.append("woken", {"type": "user_message"})
+        waiting.join(20)
+        assert woke and woke[0] - appended < 1.5, "the waiter on 'woken' waited for the pool's slow statement"
+        slow.join(10)
+        stuck.join(10)
+    finally:
+        reader.close()
+        writer.close()
+
+
 def test_two_sessions_racing_for_one_run_leave_it_with_one(pg_url):
     stores = [open_store(pg_url) for _ in range(2)]
     outcomes: list[str] = []

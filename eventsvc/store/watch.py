@@ -43,16 +43,21 @@ class AppendWatcher:
         with self._changed:
             self._watched[session_id] += 1
             self._start_poller()
-            try:
-                self._known[session_id] = max(self._known.get(session_id, 0),
-                                              self._last_seqs([session_id]).get(session_id, 0))
+        try:
+            # Watched first, then read, outside the lock: an append from now on is heard either way,
+            # and the read (a database round trip on PostgreSQL, which may wait for a pooled
+            # connection) holds up no other waiter's wake-up and no append's.
+            current = self._last_seqs([session_id]).get(session_id, 0)
+            with self._changed:
+                self._known[session_id] = max(self._known.get(session_id, 0), current)
                 while self._known.get(session_id, 0) <= after_seq and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._changed.wait(remaining)
                 return self._known.get(session_id, 0)
-            finally:
+        finally:
+            with self._changed:
                 self._watched[session_id] -= 1
                 if not self._watched[session_id]:
                     del self._watched[session_id]

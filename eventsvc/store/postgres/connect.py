@@ -3,10 +3,20 @@
 Every connection runs with ``synchronous_commit = on`` (acknowledged means committed and
 flushed) and a statement timeout; connecting and waiting for a pooled connection are bounded
 by the connect timeout, so an unreachable server is a prompt 503, never a hung request.
+
+The statement timeout is the server's: it does nothing when the server cannot be reached once a
+request is under way. So a request's work on a pooled connection also has a deadline of our own
+(connect timeout + statement timeout, ``Deadlines``), past which its socket is shut and it
+answers 503; and TCP keepalives with ``tcp_user_timeout`` end a connection whose peer has gone
+silent (a partition), the listener's included, instead of the kernel's ~15 minutes.
 """
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,12 +53,22 @@ def where(url: str) -> str:
 
 
 def connection_kwargs(options: Options) -> dict[str, Any]:
-    return {
+    kwargs: dict[str, Any] = {
         "connect_timeout": max(1, round(options.connect_timeout)),
         "application_name": "eventsvc",
         "options": (f"-c synchronous_commit=on -c statement_timeout={int(options.statement_timeout * 1000)}"
                     f" -c idle_in_transaction_session_timeout={int(options.idle_in_transaction_timeout * 1000)}"),
+        # An idle connection (the listener's, a pooled one) learns within ~25 s that its peer is gone.
+        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
     }
+    if options.statement_timeout > 0:  # data sent and never acknowledged: the connection ends with the work's deadline
+        kwargs["tcp_user_timeout"] = int(work_deadline(options) * 1000)
+    return kwargs
+
+
+def work_deadline(options: Options) -> float:
+    """Seconds a unit of work may take on a pooled connection before it is cut off (0: no limit)."""
+    return options.connect_timeout + options.statement_timeout if options.statement_timeout > 0 else 0.0
 
 
 def connect(url: str, options: Options, *, autocommit: bool = False, say_why: bool = False) -> psycopg.Connection:
@@ -105,6 +125,7 @@ class Pooled:
         self.url = url
         self.options = options
         self.pool = open_pool(url, options)
+        self.deadlines = Deadlines(work_deadline(options))
 
     def run(self, work: Callable[[psycopg.Connection], T]) -> T:
         attempts = self.options.pool_size + 1
@@ -113,7 +134,7 @@ class Pooled:
                 with self._connection() as conn:
                     return work(conn)
             except _Dead as dead:
-                if attempt + 1 == attempts:
+                if dead.cut_off or attempt + 1 == attempts:  # a server that does not answer is not retried
                     raise unreachable(self.url, dead.cause) from None
             except psycopg.Error as exc:
                 raise unreachable(self.url, exc) from None
@@ -121,19 +142,93 @@ class Pooled:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
-        with self.pool.connection() as conn:
+        with self.pool.connection() as conn, self.deadlines.watch(conn) as watched:
             try:
                 yield conn
             except psycopg.OperationalError as exc:
                 if conn.broken:
-                    raise _Dead(exc) from None
+                    raise _Dead(exc, cut_off=watched.cut_off) from None
                 raise
 
     def close(self) -> None:
+        self.deadlines.close()
         self.pool.close()
 
 
+class _Watched:
+    __slots__ = ("conn", "deadline", "cut_off")
+
+    def __init__(self, conn: psycopg.Connection, deadline: float) -> None:
+        self.conn, self.deadline, self.cut_off = conn, deadline, False
+
+
+class Deadlines:
+    """Cuts off work that outlives its deadline on a connection whose server has stopped answering
+    (the statement timeout is enforced by that server): one thread per process looks twice a second
+    and shuts the socket of each overdue connection, so the worker's wait ends with a driver error
+    (a 503), the pool drops the connection, and the server rolls back whatever did not commit."""
+
+    TICK = 0.5
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._watched: dict[int, _Watched] = {}
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closed = False
+
+    @contextmanager
+    def watch(self, conn: psycopg.Connection) -> Iterator[_Watched]:
+        watched = _Watched(conn, time.monotonic() + self.seconds)
+        if not self.seconds:
+            yield watched
+            return
+        with self._lock:
+            if self._pid != os.getpid():  # first use in this process (a forked worker has no thread)
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._sweep, name="eventsvc-db-deadlines", daemon=True)
+                self._thread.start()
+            self._watched[id(watched)] = watched
+        try:
+            yield watched
+        finally:
+            with self._lock:
+                self._watched.pop(id(watched), None)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _sweep(self) -> None:
+        while not self._closed:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            # Under the lock: the work is still inside watch(), so its connection (and socket) is open.
+            with self._lock:
+                for watched in self._watched.values():
+                    if watched.deadline <= now and not watched.cut_off:
+                        watched.cut_off = True
+                        log.warning("PostgreSQL gave no answer within %.0fs; the connection is cut off", self.seconds)
+                        _shut(watched.conn)
+
+
+def _shut(conn: psycopg.Connection) -> None:
+    """End the connection's socket under the thread blocked on it: shut down, through a duplicate
+    descriptor (closing the connection's own from here would race with the driver using it)."""
+    try:
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    except (OSError, psycopg.Error):
+        return  # closed meanwhile
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 class _Dead(Exception):
-    def __init__(self, cause: Exception) -> None:
+    def __init__(self, cause: Exception, *, cut_off: bool = False) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.cut_off = cut_off

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -23,8 +25,9 @@ from hypothesis import strategies as st
 
 from conftest import Server, start_server
 from eventsvc import EventEmitter
-from eventsvc.client import (AsyncBatchingEmitter, AsyncEventClient, BatchingEmitter, EmitterClosed, EventClient,
-                             EventIdConflict, PayloadTooLarge, RunSessionConflict, ValidationFailed)
+from eventsvc.client import (AsyncBatchingEmitter, AsyncEventClient, BadRequest, BatchingEmitter, ConnectionFailed,
+                             EmitterClosed, EventClient, EventIdConflict, PayloadTooLarge, RemoteEmitter,
+                             RunSessionConflict, ValidationFailed)
 from eventsvc.client.batches import Batcher, Pending, after_error
 from test_client import Relay
 
@@ -68,17 +71,18 @@ def stored_once_in_order(client: EventClient, sessions: list[str], expected: int
 # -- the rules, without a server -----------------------------------------------------------------------
 
 
-def pending(n: int, size: int = 10, since: float = 0.0) -> Pending:
-    return Pending({"n": n}, b"x" * size, Future(), since)
+def pending(n: int, size: int = 10, since: float = 0.0, event_id: str | None = None) -> Pending:
+    return Pending({"n": n, "event_id": event_id or uuid.uuid4().hex}, b"x" * size, Future(), since)
 
 
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 400)), min_size=1, max_size=200),
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 400), st.integers(0, 40)), min_size=1, max_size=200),
        st.integers(1, 7), st.integers(1, 1200), st.lists(st.booleans(), min_size=1))
 def test_batches_keep_emit_order_and_limits_with_one_in_flight_per_session(adds, max_batch, max_bytes, chains):
-    """Whether the dispatcher cuts a session's next batch or its sender takes it at once."""
+    """Whether the dispatcher cuts a session's next batch or its sender takes it at once; an
+    event_id emitted again goes in a later batch than the first (as if emitted alone)."""
     batcher = Batcher(linger=0.005, max_batch=max_batch, max_batch_bytes=max_bytes)
-    for n, (session, size) in enumerate(adds):
-        batcher.add(f"s{session}", Pending({"n": n}, b"x" * size, None, 0.0))
+    for n, (session, size, event_id) in enumerate(adds):
+        batcher.add(f"s{session}", Pending({"n": n, "event_id": f"e{event_id}"}, b"x" * size, None, 0.0))
     sent: dict[str, list[int]] = defaultdict(list)
     in_flight: dict[str, list[Pending]] = {}
     turns = 0
@@ -87,6 +91,7 @@ def test_batches_keep_emit_order_and_limits_with_one_in_flight_per_session(adds,
         assert session not in in_flight
         assert len(batch) <= max_batch
         assert len(batch) == 1 or sum(len(item.line) for item in batch) + len(batch) + 1 <= max_bytes
+        assert len({item.event["event_id"] for item in batch}) == len(batch)
         sent[session].extend(item.event["n"] for item in batch)
         in_flight[session] = batch
 
@@ -107,7 +112,7 @@ def test_batches_keep_emit_order_and_limits_with_one_in_flight_per_session(adds,
                 if batch is not None:
                     record(session, batch)
     expected: dict[str, list[int]] = defaultdict(list)
-    for n, (session, _) in enumerate(adds):
+    for n, (session, _, _) in enumerate(adds):
         expected[f"s{session}"].append(n)
     assert sent == expected
 
@@ -467,3 +472,160 @@ def test_an_answer_with_another_count_of_envelopes_fails_every_emit_of_the_batch
     batch = [pending(n) for n in range(3)]
     settle_stored(batch, [{"seq": 1}, {"seq": 2}])
     assert all("2 envelopes for a batch of 3" in str(item.future.exception()) for item in batch)
+
+
+# -- what an agent may do that the server refuses, or that the emitter must not choke on ---------------
+
+
+def test_an_event_the_server_refuses_as_a_bad_request_fails_only_its_own_emit(client):
+    """JSON the server refuses whole (a key repeated once encoded): halved until it stands alone."""
+    session_id = new_id("poison")
+    with BatchingEmitter(client, linger=0.3) as emitter:
+        futures = [emitter.emit_nowait(session_id, "status", {"i": 0}),
+                   emitter.emit_nowait(session_id, "status", {1: "a", "1": "b"}),  # {"1":"a","1":"b"}: 400
+                   emitter.emit_nowait(session_id, "status", {"i": 2})]
+        wait(futures, BOUND)
+    assert isinstance(futures[1].exception(), BadRequest)
+    assert [e["payload"]["i"] for e in client.session_events(session_id)] == [0, 2]
+
+
+def test_an_invalid_event_fails_with_the_details_remote_emitter_gives_alone_or_in_a_batch(client):
+    session_id = new_id("details")
+    with pytest.raises(ValidationFailed) as alone:
+        RemoteEmitter(client).emit(session_id, "run_started")  # run-scoped, no run_id
+    with BatchingEmitter(client, linger=0.3) as emitter:
+        lone = emitter.emit_nowait(session_id, "run_started")
+        emitter.flush(BOUND)
+        in_batch = [emitter.emit_nowait(session_id, "status"), emitter.emit_nowait(session_id, "run_started")]
+    assert lone.exception().details == alone.value.details == in_batch[1].exception().details
+    assert "run_id" in alone.value.details
+
+
+def test_an_event_id_emitted_twice_in_one_window_is_a_resend_or_a_conflict_as_when_emitted_apart(client):
+    session_id = new_id("twice")
+    with BatchingEmitter(client, linger=0.3) as emitter:
+        first = emitter.emit_nowait(session_id, "status", {"i": 0}, event_id="e-same")
+        again = emitter.emit_nowait(session_id, "status", {"i": 0}, event_id="e-same")
+        other = emitter.emit_nowait(session_id, "status", {"i": 1}, event_id="e-differs")
+        clash = emitter.emit_nowait(session_id, "status", {"i": 2}, event_id="e-differs")
+        wait([first, again, other, clash], BOUND)
+    assert again.result() == first.result()  # an idempotent re-send: the stored envelope
+    assert isinstance(clash.exception(), EventIdConflict)
+    assert [e["event_id"] for e in client.session_events(session_id)] == ["e-same", "e-differs"]
+
+
+def test_a_409_naming_a_run_fails_all_of_that_runs_events_in_one_answer(server, client):
+    session_id, run_id, other = new_id("runs"), new_id("run"), new_id("other")
+    client.append(other, {"type": "run_started", "run_id": run_id})
+    relay = Relay(server.url)
+    try:
+        with EventClient(relay.url) as relayed, BatchingEmitter(relayed, linger=0.3) as emitter:
+            futures = [emitter.emit_nowait(session_id, "tool_call", {"i": i}, run_id=run_id if i % 2 else None)
+                       for i in range(200)]
+            wait(futures, BOUND)
+        posts = relay.requests("POST")
+    finally:
+        relay.close()
+    assert all(isinstance(futures[i].exception(), RunSessionConflict) for i in range(1, 200, 2))
+    assert [e["payload"]["i"] for e in client.session_events(session_id, limit=1000)] == list(range(0, 200, 2))
+    assert len(posts) == 2  # the batch, refused; the rest, stored (halving would take ~200)
+
+
+def test_blocking_calls_from_a_done_callback_refuse_and_close_there_does_not_deadlock(client):
+    session_id = new_id("callback")
+    emitter = BatchingEmitter(client, linger=0.05)
+    seen: list[BaseException] = []
+
+    def on_stored(_: Future) -> None:
+        for blocking in (lambda: emitter.emit(session_id, "status"), lambda: emitter.flush()):
+            try:
+                blocking()
+            except RuntimeError as exc:
+                seen.append(exc)
+        emitter.emit_nowait(session_id, "status", {"i": 1})  # queued: it does not wait
+        emitter.close()  # closes; does not wait for the thread it runs on
+
+    emitter.emit_nowait(session_id, "status", {"i": 0}).add_done_callback(on_stored)
+    closing = threading.Thread(target=emitter.close)
+    time.sleep(0.3)
+    closing.start()
+    closing.join(BOUND)
+    assert not closing.is_alive()
+    assert len(seen) == 2 and all("done-callback" in str(exc) for exc in seen)
+    assert [e["payload"]["i"] for e in client.session_events(session_id)] == [0, 1]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "asyncio"])
+def test_give_up_after_bounds_the_retries_of_a_server_that_never_answers(asynchronous):
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the backlog), never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        began = time.monotonic()
+        if asynchronous:
+            async def scenario() -> BaseException | None:
+                async with AsyncEventClient(url, timeout=0.5) as client:
+                    async with AsyncBatchingEmitter(client, linger=0.0, give_up_after=1.0) as emitter:
+                        future = emitter.emit_nowait("s", "status")
+                        await asyncio.wait([future])
+                        return future.exception()
+            error = run(scenario())
+        else:
+            with EventClient(url, timeout=0.5) as client, \
+                    BatchingEmitter(client, linger=0.0, give_up_after=1.0) as emitter:
+                future = emitter.emit_nowait("s", "status")
+                wait([future], BOUND)
+                error = future.exception()
+    assert isinstance(error, ConnectionFailed)
+    # The client alone would try 6 times (0.5 s each, and its backoff): ~6 s. The budget is 1 s,
+    # and its last attempt ends a timeout later.
+    assert time.monotonic() - began < 4.0
+
+
+def test_flush_says_whether_everything_was_resolved_in_time(client):
+    session_id = new_id("flush")
+    with BatchingEmitter(client, linger=30.0) as emitter:
+        emitter.emit_nowait(session_id, "status")
+        assert emitter.flush(BOUND) is True
+        assert emitter.flush(0) is True  # nothing pending
+
+    async def scenario() -> bool:
+        async with AsyncEventClient(client.base_url) as async_client:
+            async with AsyncBatchingEmitter(async_client, linger=30.0) as emitter:
+                emitter.emit_nowait(session_id, "status")
+                return await emitter.flush(BOUND)
+
+    assert run(scenario()) is True
+    assert len(list(client.session_events(session_id))) == 2
+
+
+def test_an_async_close_cut_short_by_a_timeout_leaves_the_emitter_working(server):
+    session_id = new_id("cut-close")
+
+    async def scenario() -> None:
+        async with AsyncEventClient(server.url) as client:
+            emitter = AsyncBatchingEmitter(client, linger=0.2)
+            futures = [emitter.emit_nowait(session_id, "status", {"i": i}) for i in range(3)]
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(emitter.close(), 0.0001)
+            await emitter.close()  # the dispatcher was not cancelled with the wait
+            assert [future.result()["seq"] for future in futures] == [1, 2, 3]
+
+    run(scenario())
+
+
+def test_async_emitter_and_client_in_a_second_event_loop(server):
+    session_id = new_id("loops")
+    client = AsyncEventClient(server.url)
+    emitter = AsyncBatchingEmitter(client, linger=30.0)
+
+    async def first() -> None:
+        await client.append(session_id, {"type": "status"})
+        emitter.emit_nowait(session_id, "status")  # never closed: its loop ends with it pending
+
+    async def second() -> None:
+        await client.append(session_id, {"type": "status"})  # the client opens a pool for this loop
+        with pytest.raises(RuntimeError, match="another event loop that ended without close"):
+            emitter.emit_nowait(session_id, "status")
+        await client.close()
+
+    asyncio.run(first())
+    asyncio.run(second())

@@ -27,6 +27,7 @@ class AsyncEventClient(ClientSettings):
                  retries: int = 5, backoff: float = 0.1, max_backoff: float = 5.0) -> None:
         super().__init__(base_url, token, timeout, retries=retries, backoff=backoff, max_backoff=max_backoff)
         self._http: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop _http belongs to
 
     async def close(self) -> None:
         """Close the connection pool; a later call opens a new one."""
@@ -57,11 +58,13 @@ class AsyncEventClient(ClientSettings):
                                      headers={"Content-Type": "application/json"})
         return answer if single else answer["events"]
 
-    async def _append_encoded(self, session_id: str, body: bytes) -> list[dict[str, Any]]:
-        """Append a JSON array already encoded (every event with its ``event_id``), with the retries of ``append``."""
-        answer = await self._request("POST", protocol.append_path(session_id), content=body,
+    async def _append_encoded(self, session_id: str, body: bytes, *, single: bool,
+                              retries: int | None = None) -> list[dict[str, Any]]:
+        """Append events already encoded (every one with its ``event_id``): a JSON array, or one event's
+        object (``single``); ``retries`` in place of the client's own (the batching emitters retry themselves)."""
+        answer = await self._request("POST", protocol.append_path(session_id), retries=retries, content=body,
                                      headers={"Content-Type": "application/json"})
-        return answer["events"]
+        return [answer] if single else answer["events"]
 
     # -- reads
 
@@ -142,24 +145,34 @@ class AsyncEventClient(ClientSettings):
     # -- transport
 
     def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._http is not None and self._loop is not loop:
+            if not self._loop.is_closed():
+                raise RuntimeError("this AsyncEventClient is in use in another running event loop: "
+                                   "use one client per loop")
+            self._http = None  # its loop has ended (asyncio.run returned): its connections went with it
         if self._http is None:
             self._http = httpx.AsyncClient(**self._pool_options())
+            self._loop = loop
         return self._http
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _request(self, method: str, path: str, *, retries: int | None = None, **kwargs: Any) -> Any:
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
             wait_at_least = None
             try:
                 response = await self._client().request(method, path, **kwargs)
             except protocol.TRANSPORT_ERRORS as exc:
-                if attempt >= self.retries:
+                if attempt >= retries:
                     raise ConnectionFailed(f"{method} {path}: {protocol.describe(exc)}") from exc
             else:
                 if response.status_code < 400:
                     return response.json()
-                if response.status_code not in protocol.RETRY_STATUSES or attempt >= self.retries:
-                    raise error_from_response(response.status_code, response.content)
                 wait_at_least = protocol.retry_after(response.headers)
+                if response.status_code not in protocol.RETRY_STATUSES or attempt >= retries:
+                    error = error_from_response(response.status_code, response.content)
+                    error.retry_after = wait_at_least
+                    raise error
             await asyncio.sleep(self.retry_policy.delay(attempt, wait_at_least))
             attempt += 1

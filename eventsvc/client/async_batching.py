@@ -82,32 +82,42 @@ class AsyncBatchingEmitter:
         loop = asyncio.get_running_loop()
         if self._dispatcher is None:
             self._dispatcher = loop.create_task(self._dispatch(), name="eventsvc-batch-dispatch")
+        elif self._dispatcher.get_loop() is not loop:
+            raise RuntimeError("this AsyncBatchingEmitter belongs to another event loop"
+                               + (" that ended without close(): what was emitted there and not yet stored was "
+                                  "never sent" if self._dispatcher.get_loop().is_closed() else "")
+                               + "; use one emitter per loop and close it before the loop ends")
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         if self._batcher.add(session_id, Pending(event, line, future, time.monotonic())):
             self._wake.set()
         return future
 
-    async def flush(self) -> None:
-        """Send everything emitted so far at once and wait until each is stored or has failed."""
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Send everything emitted so far at once and wait until each is stored or has failed; False
+        when ``timeout`` ran out first."""
         futures = self._batcher.unresolved()
         if not futures:
-            return
+            return True
         self._urgent += 1
         self._wake.set()
         try:
-            await asyncio.wait(futures)
+            _, not_done = await asyncio.wait(futures, timeout=timeout)
+            return not not_done
         finally:
             self._urgent -= 1
 
     async def close(self) -> None:
-        """Flush, then stop the dispatcher; later emits raise EmitterClosed. Idempotent."""
+        """Flush, then stop the dispatcher; later emits raise EmitterClosed. Idempotent.
+
+        Cancelling it (``asyncio.wait_for`` running out) stops only the wait: the dispatcher and the
+        sends go on, and a later close() waits for them again."""
         self._closed = True
         self._wake.set()
         self._room.set()
         if self._dispatcher is not None:
-            await self._dispatcher
+            await asyncio.shield(self._dispatcher)
         if self._sending:
-            await asyncio.gather(*self._sending)
+            await asyncio.shield(asyncio.gather(*self._sending))
 
     aclose = close
 
@@ -167,16 +177,15 @@ class AsyncBatchingEmitter:
                 batches.settle_stored(part, stored)
 
     async def _append(self, session_id: str, part: list[Pending]) -> list[dict[str, Any]]:
-        """One array POST, re-sent (the same events, the same ids) while the server cannot answer."""
-        failing_since: float | None = None
-        attempt = 0
+        """One POST, re-sent (the same events, the same ids) while the server cannot answer, as in
+        BatchingEmitter."""
+        body, began, attempt = batches.body_of(part), time.monotonic(), 0
         while True:
             try:
-                return await self.client._append_encoded(session_id, batches.body_of(part))
+                return await self.client._append_encoded(session_id, body, single=len(part) == 1, retries=0)
             except ClientError as error:
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if not batches.worth_retrying(error) or now - failing_since > self.give_up_after:
+                wait = batches.retry_wait(error, self.client.retry_policy, attempt, began, self.give_up_after)
+                if wait is None:
                     raise
-            await asyncio.sleep(self.client.retry_policy.delay(attempt))
+            await asyncio.sleep(wait)
             attempt += 1

@@ -6,14 +6,16 @@ locking and transport, so both cut, order, split and retry alike.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from ..emitter import make_event
-from .errors import ClientError, Conflict, ConnectionFailed, PayloadTooLarge, ValidationFailed
-from .protocol import MAX_BATCH, encode, retryable
+from .errors import (BadRequest, ClientError, Conflict, ConnectionFailed, EventIdConflict, PayloadTooLarge,
+                     RunSessionConflict, ValidationFailed)
+from .protocol import MAX_BATCH, RetryPolicy, encode, retryable
 
 DEFAULT_LINGER = 0.005
 DEFAULT_MAX_BATCH = 500
@@ -44,7 +46,11 @@ def prepare(source: str, type: str, payload: dict[str, Any] | None, *, run_id: s
 
 
 def body_of(batch: list[Pending]) -> bytes:
-    """The array POST of a batch, from the JSON encoded at each emit."""
+    """The POST of a batch, from the JSON encoded at each emit: an array, or one event alone as the
+    object itself, so that it meets exactly the server's answer (and its error's details) of a
+    one-event POST, as through RemoteEmitter (an array also nests the event one level deeper)."""
+    if len(batch) == 1:
+        return batch[0].line
     return b"[" + b",".join(item.line for item in batch) + b"]"
 
 
@@ -159,10 +165,15 @@ class Batcher:
         return batch, due
 
     def _cut(self, queue: deque[Pending]) -> list[Pending]:
+        """The batch at the queue's head; it ends before an event_id it holds already, so a repeated
+        id meets the stored event (a re-send, or event_id_conflict) as it would emitted alone."""
         batch = [queue.popleft()]
+        ids = {batch[0].event["event_id"]}
         size = len(batch[0].line) + 2
-        while queue and len(batch) < self.max_batch and size + len(queue[0].line) + 1 <= self.max_batch_bytes:
+        while queue and len(batch) < self.max_batch and size + len(queue[0].line) + 1 <= self.max_batch_bytes \
+                and queue[0].event["event_id"] not in ids:
             size += len(queue[0].line) + 1
+            ids.add(queue[0].event["event_id"])
             batch.append(queue.popleft())
         return batch
 
@@ -172,17 +183,34 @@ def worth_retrying(error: ClientError) -> bool:
     return isinstance(error, ConnectionFailed) or retryable(error)
 
 
+def retry_wait(error: ClientError, policy: RetryPolicy, attempt: int, began: float,
+               give_up_after: float) -> float | None:
+    """Seconds until the next attempt of a batch first sent at ``began`` (time.monotonic()), or None
+    to give up: not worth retrying, or ``give_up_after`` spent. The wait (backoff, or a longer
+    ``Retry-After``) never runs past the budget: the last attempt is made when it ends."""
+    left = began + give_up_after - time.monotonic()
+    if not worth_retrying(error) or left <= 0:
+        return None
+    return min(policy.delay(attempt, error.retry_after), left)
+
+
 def after_error(batch: list[Pending], error: ClientError) -> tuple[list[tuple[Pending, ClientError]],
                                                                    list[list[Pending]]]:
     """(emits that fail, with their error; the parts of the batch to send next, in order).
 
     The server stores a batch all or none, so nothing of it was stored. A 422 names the bad
     events by batch index: those fail with their own details and the rest go again as one
-    batch. A 409 or 413 does not say which event: the batch is halved until the one at fault
-    stands alone. Any other error (401, 403, 507, ...) is every event's error.
+    batch. A 409 names the run (run_session_conflict) or the event_id (event_id_conflict) at
+    fault: the events that hold it fail, the rest go again. Another 400, 409, 413 or 422 does not
+    say which event: the batch is halved until the one at fault stands alone. Any other error
+    (401, 403, 507, ...) is every event's error.
     """
     if len(batch) == 1:
         return [(batch[0], error)], []
+    named = _named_by_conflict(batch, error)
+    if named:
+        return [(item, error) for item in named], [[item for item in batch if item not in named]] \
+            if len(named) < len(batch) else []
     if isinstance(error, ValidationFailed) and isinstance(error.details, dict):
         bad = {int(key) for key in error.details if str(key).isdigit() and int(key) < len(batch)}
         if bad and len(bad) == len(error.details):
@@ -191,7 +219,17 @@ def after_error(batch: list[Pending], error: ClientError) -> tuple[list[tuple[Pe
                                             code=error.code)) for i in sorted(bad)]
             rest = [item for i, item in enumerate(batch) if i not in bad]
             return failures, [rest] if rest else []
-    if isinstance(error, (ValidationFailed, Conflict, PayloadTooLarge)):
+    if isinstance(error, (ValidationFailed, BadRequest, Conflict, PayloadTooLarge)):
         middle = len(batch) // 2
         return [], [batch[:middle], batch[middle:]]
     return [(item, error) for item in batch], []
+
+
+def _named_by_conflict(batch: list[Pending], error: ClientError) -> list[Pending]:
+    """The events a 409 names through its details: those of its run, or the one with its event_id."""
+    details = error.details if isinstance(error.details, dict) else {}
+    if isinstance(error, RunSessionConflict) and isinstance(details.get("run_id"), str):
+        return [item for item in batch if item.event.get("run_id") == details["run_id"]]
+    if isinstance(error, EventIdConflict) and isinstance(details.get("event_id"), str):
+        return [item for item in batch if item.event.get("event_id") == details["event_id"]]
+    return []

@@ -69,6 +69,7 @@ class BatchingEmitter(EventEmitter):
              run_id: str | None = None, event_id: str | None = None, source: str | None = None,
              timestamp: str | None = None) -> dict[str, Any]:
         """Append one event with the next batch of its session; block until stored, return the envelope."""
+        self._refuse_to_block("emit()")
         return self.emit_nowait(session_id, type, payload, run_id=run_id, event_id=event_id, source=source,
                                 timestamp=timestamp).result()
 
@@ -81,7 +82,9 @@ class BatchingEmitter(EventEmitter):
         future: Future[dict[str, Any]] = Future()
         future.set_running_or_notify_cancel()  # an emitted event cannot be taken back
         with self._lock:
-            while not self._closed and self._batcher.pending >= self.max_pending:
+            # A done-callback's emit does not wait for room: room is made by the thread it runs on.
+            while not self._closed and self._batcher.pending >= self.max_pending \
+                    and getattr(_sending, "emitter", None) is not self:
                 self._room.wait()
             if self._closed:
                 raise EmitterClosed("this BatchingEmitter is closed: emit after close() is refused "
@@ -90,27 +93,41 @@ class BatchingEmitter(EventEmitter):
                 self._wake.notify()
         return future
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Send everything emitted so far at once and wait until each is stored or has failed."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything emitted so far at once and wait until each is stored or has failed; False
+        when ``timeout`` ran out first."""
+        self._refuse_to_block("flush()")
         with self._lock:
             futures = self._batcher.unresolved()
             self._urgent += 1
             self._wake.notify()
         try:
-            wait(futures, timeout)
+            return not wait(futures, timeout).not_done
         finally:
             with self._lock:
                 self._urgent -= 1
 
     def close(self) -> None:
-        """Flush, then stop the threads; later emits raise EmitterClosed. Idempotent."""
+        """Flush, then stop the threads; later emits raise EmitterClosed. Idempotent.
+
+        From a done-callback (which runs on a sender thread) it only closes: what is pending is
+        still sent, and the next close() elsewhere (or the one at exit) waits for it."""
         with self._lock:
             self._closed = True
             self._wake.notify()
             self._room.notify_all()
+        if getattr(_sending, "emitter", None) is self:
+            return
         if self._dispatcher is not threading.current_thread():
             self._dispatcher.join()
         self._senders.shutdown(wait=True)
+
+    def _refuse_to_block(self, what: str) -> None:
+        """A done-callback runs on the sender that resolved its future: waiting there for a batch
+        would wait for that very sender."""
+        if getattr(_sending, "emitter", None) is self:
+            raise RuntimeError(f"{what} waits for stored events and cannot be called from a done-callback "
+                               "of this BatchingEmitter (it runs on the thread that sends them): use emit_nowait()")
 
     # -- the dispatcher and the senders
 
@@ -134,6 +151,13 @@ class BatchingEmitter(EventEmitter):
         batch waits for a sender (so a busy session cannot keep a sender from the others)."""
         with self._lock:
             self._waiting_sends -= 1
+        _sending.emitter = self
+        try:
+            self._send_chain(session_id, batch)
+        finally:
+            _sending.emitter = None
+
+    def _send_chain(self, session_id: str, batch: list[Pending] | None) -> None:
         while batch is not None:
             sent = False
             try:
@@ -159,19 +183,22 @@ class BatchingEmitter(EventEmitter):
                 batches.settle_stored(part, stored)
 
     def _append(self, session_id: str, part: list[Pending]) -> list[dict[str, Any]]:
-        """One array POST, re-sent (the same events, the same ids) while the server cannot answer."""
-        failing_since: float | None = None
-        attempt = 0
+        """One POST, re-sent (the same events, the same ids) while the server cannot answer, until
+        ``give_up_after`` seconds from the first attempt (one attempt at a time: the client's own
+        retries would run past that)."""
+        body, began, attempt = batches.body_of(part), time.monotonic(), 0
         while True:
             try:
-                return self.client._append_encoded(session_id, batches.body_of(part))
+                return self.client._append_encoded(session_id, body, single=len(part) == 1, retries=0)
             except ClientError as error:
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if not batches.worth_retrying(error) or now - failing_since > self.give_up_after:
+                wait = batches.retry_wait(error, self.client.retry_policy, attempt, began, self.give_up_after)
+                if wait is None:
                     raise
-            time.sleep(self.client.retry_policy.delay(attempt))
+            time.sleep(wait)
             attempt += 1
+
+
+_sending = threading.local()  # .emitter: the BatchingEmitter whose batch this thread is sending
 
 
 def _close_at_exit(emitter: weakref.ref[BatchingEmitter]) -> None:

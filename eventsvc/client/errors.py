@@ -13,7 +13,10 @@ from .. import errors
 
 
 class ClientError(errors.EventSvcError):
-    """An error answer of the server (``status``, ``code``, ``message``, ``details``), or no answer."""
+    """An error answer of the server (``status``, ``code``, ``message``, ``details``), or no answer.
+    ``retry_after``: the seconds a 503's ``Retry-After`` asked for (None: it did not say)."""
+
+    retry_after: float | None = None
 
     def __init__(self, message: str, details: Any = None, *, status: int | None = None,
                  code: str | None = None) -> None:

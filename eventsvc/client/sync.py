@@ -62,11 +62,13 @@ class EventClient(ClientSettings):
                                headers={"Content-Type": "application/json"})
         return answer if single else answer["events"]
 
-    def _append_encoded(self, session_id: str, body: bytes) -> list[dict[str, Any]]:
-        """Append a JSON array already encoded (every event with its ``event_id``), with the retries of ``append``."""
-        answer = self._request("POST", protocol.append_path(session_id), content=body,
+    def _append_encoded(self, session_id: str, body: bytes, *, single: bool,
+                        retries: int | None = None) -> list[dict[str, Any]]:
+        """Append events already encoded (every one with its ``event_id``): a JSON array, or one event's
+        object (``single``); ``retries`` in place of the client's own (the batching emitters retry themselves)."""
+        answer = self._request("POST", protocol.append_path(session_id), retries=retries, content=body,
                                headers={"Content-Type": "application/json"})
-        return answer["events"]
+        return [answer] if single else answer["events"]
 
     # -- reads
 
@@ -158,21 +160,24 @@ class EventClient(ClientSettings):
                 self._http = httpx.Client(**self._pool_options())
             return self._http
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, *, retries: int | None = None, **kwargs: Any) -> Any:
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
             wait_at_least = None
             try:
                 response = self._client().request(method, path, **kwargs)
             except protocol.TRANSPORT_ERRORS as exc:
-                if attempt >= self.retries:
+                if attempt >= retries:
                     raise ConnectionFailed(f"{method} {path}: {protocol.describe(exc)}") from exc
             else:
                 if response.status_code < 400:
                     return response.json()
-                if response.status_code not in protocol.RETRY_STATUSES or attempt >= self.retries:
-                    raise error_from_response(response.status_code, response.content)
                 wait_at_least = protocol.retry_after(response.headers)
+                if response.status_code not in protocol.RETRY_STATUSES or attempt >= retries:
+                    error = error_from_response(response.status_code, response.content)
+                    error.retry_after = wait_at_least
+                    raise error
             time.sleep(self.retry_policy.delay(attempt, wait_at_least))
             attempt += 1
 

@@ -10,6 +10,12 @@ thread, and hands the connection to a thread only once they are complete:
   and closed, without ever having held a thread;
 - a body that stalls (no byte for EVENTSVC_BODY_TIMEOUT seconds): the thread's read fails
   (a kernel receive timeout on the socket) and the request ends with 408, nothing stored;
+- a body read by a thread (chunked, over 1 MiB, or after ``Expect: 100-continue``): at most a
+  quarter of the threads read such bodies at once (the others wait, holding no thread and read
+  no further, until one is free or the body timeout ends them with 408), and once
+  EVENTSVC_BODY_TIMEOUT has passed the body must have averaged MIN_BODY_RATE bytes a second
+  (Apache's mod_reqtimeout MinRate), else 408 too: uploads trickled a byte a second cannot hold
+  the threads short requests need;
 - at most EVENTSVC_MAX_CONNECTIONS connections per worker (gunicorn's ``worker_connections``).
 
 It also keeps keep-alive on while no request waits behind busy threads: idle keep-alive
@@ -36,6 +42,7 @@ import selectors
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -48,6 +55,9 @@ from .http_errors import count_refused, json_error
 MAX_HEAD = 64 * 1024  # larger request heads are answered 431
 MAX_LOOP_BODY = 1024 * 1024  # bodies up to this are read in the loop too; larger ones by the thread
 MAX_BUFFERED_BODIES = 64 * 1024 * 1024  # body bytes one worker holds in its loop at most
+# Bytes a second that a body read by a thread must average after the body timeout's grace: each
+# byte received extends its deadline by 1/MIN_BODY_RATE s (a 32 MiB upload may take ~9 hours).
+MIN_BODY_RATE = 1024
 DECLINE_RECHECK = 0.02
 # A worker that holds more connections than another leaves the next one to it for this long at
 # most; past it, it accepts again, so a stuck neighbour can delay a connection, never strand it.
@@ -68,6 +78,9 @@ class ThreadFreeWorker(ThreadWorker):
         self.body_timeout: float = self.settings["BODY_TIMEOUT"]
         self.reading: dict[Any, float] = {}  # connection -> deadline, in the order they started
         self.buffered = 0  # body bytes held in the loop, across connections
+        self.body_threads = 0  # threads reading a request's body themselves (main thread's count)
+        self.body_thread_cap = max(1, self.cfg.threads // 4)
+        self.parked: deque[Any] = deque()  # heads whose body waits for a body thread, in arrival order
         self.board_index: int | None = getattr(self, "board_index", None)  # set by the master's pre_fork
         self._slots: Any = None
         self._balancing_since: float | None = None  # when this worker began leaving connections to another
@@ -92,9 +105,7 @@ class ThreadFreeWorker(ThreadWorker):
             return
         self.nr_conns += 1
         # A blocking read in a thread (a chunked or large body) fails once nothing arrives for body_timeout.
-        seconds = int(self.body_timeout)
-        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                               struct.pack("ll", seconds, int((self.body_timeout - seconds) * 1e6)))
+        _set_receive_timeout(client_sock, self.body_timeout)
         conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())
         self._read_request(conn, b"")
         self._publish_room()
@@ -116,6 +127,11 @@ class ThreadFreeWorker(ThreadWorker):
         self.in_pool -= 1
         if self.in_pool == self.cfg.threads - 1:
             self._publish_room()
+        if getattr(conn, "body_thread", False):
+            conn.body_thread = False
+            self.body_threads -= 1
+            if self.parked:
+                self._hand_over_body(self.parked.popleft())
         if (self.alive and not self.cfg.is_ssl and not fs.cancelled() and fs.exception() is None
                 and fs.result() is True and conn.parser is not None):
             leftover = conn.parser.unreader.take_buffered()
@@ -173,12 +189,25 @@ class ThreadFreeWorker(ThreadWorker):
                 return True
             length = _small_body_length(bytes(conn.head[:end]))
             if length is None or self.buffered + length > MAX_BUFFERED_BODIES:
-                return self._hand_over(conn)  # chunked, large or expecting 100-continue: the thread reads it
+                return self._hand_over_body(conn)  # chunked, large or expecting 100-continue: a thread reads it
             conn.body_left = length - (len(conn.head) - end)
             self.buffered += len(conn.head) - end
             self.reading[conn] = time.monotonic() + self.body_timeout
         if conn.body_left > 0:
             return False
+        return self._hand_over(conn)
+
+    def _hand_over_body(self, conn: Any) -> bool:
+        """Hand over a request whose body a thread reads, if fewer than ``body_thread_cap`` do; else
+        park it (no thread, not read from) until one finishes, within the body timeout."""
+        if self.body_threads >= self.body_thread_cap:
+            conn.parked = True
+            self.reading[conn] = time.monotonic() + self.body_timeout
+            self.parked.append(conn)
+            return True
+        conn.parked = False
+        conn.body_thread = True
+        self.body_threads += 1
         return self._hand_over(conn)
 
     def _hand_over(self, conn: Any) -> bool:
@@ -198,6 +227,9 @@ class ThreadFreeWorker(ThreadWorker):
     def _drop(self, conn: Any) -> None:
         if self.reading.pop(conn, None) is not None and conn.body_left is not None:
             self.buffered -= len(conn.head) - _head_end(conn.head)
+        if getattr(conn, "parked", False):
+            conn.parked = False
+            self.parked.remove(conn)
         self._stop_reading(conn)
         self.nr_conns -= 1
         conn.close()
@@ -226,7 +258,9 @@ class ThreadFreeWorker(ThreadWorker):
         expired = [conn for conn, deadline in self.reading.items() if deadline <= now or not self.alive]
         for conn in expired:
             if self.alive:
-                what = (f"request headers not complete within {self.header_timeout:g} s" if conn.body_left is None
+                what = (f"no thread was free within {self.body_timeout:g} s to read the request body"
+                        if getattr(conn, "parked", False)
+                        else f"request headers not complete within {self.header_timeout:g} s" if conn.body_left is None
                         else f"request body stalled for {self.body_timeout:g} s")
                 _answer_quietly(conn.sock, 408, "request_timeout", what, conn.head)
                 self.log.info('%s "%s" 408: %s', _client(conn), _request_line(conn.head), what)
@@ -235,12 +269,19 @@ class ThreadFreeWorker(ThreadWorker):
     def handle(self, conn: Any) -> Any:
         """In a thread: give the parser the head bytes the event loop read, then serve as gthread does."""
         head = getattr(conn, "head", None)
+        paced = head is not None and conn.body_left is None  # the thread reads the body itself
         if head is not None:
             conn.head = None
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(bytes(head))
-        return super().handle(conn)
+            if paced:
+                _pace(conn.parser.unreader, conn.sock, self.body_timeout)
+        try:
+            return super().handle(conn)
+        finally:
+            if paced:
+                _set_receive_timeout(conn.sock, self.body_timeout)
 
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
         try:
@@ -459,6 +500,35 @@ def _small_body_length(head: bytes) -> int | None:
     if length is None:
         return 0
     return length if length <= MAX_LOOP_BODY else None
+
+
+def _pace(unreader: Any, sock: Any, grace: float) -> None:
+    """Make a thread's reads of one request's body fail (TimeoutError, answered 408 like a stall)
+    once it is slower than MIN_BODY_RATE after ``grace`` seconds: each read waits at most until
+    that deadline (or ``grace``, the stall limit, if sooner)."""
+    started, received = time.monotonic(), 0
+    read = unreader.chunk
+
+    def chunk(size_hint: int | None = None) -> bytes:
+        nonlocal received
+        left = started + grace + received / MIN_BODY_RATE - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"request body slower than {MIN_BODY_RATE} bytes a second")
+        _set_receive_timeout(sock, min(grace, left))
+        data = read(size_hint)
+        received += len(data)
+        return data
+
+    unreader.chunk = chunk
+
+
+def _set_receive_timeout(sock: Any, seconds: float) -> None:
+    """SO_RCVTIMEO: a blocking read that gets no byte for ``seconds`` fails with EAGAIN."""
+    micros = max(1, round(seconds * 1e6))  # 0 would mean no limit at all
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", *divmod(micros, 1_000_000)))
+    except OSError:
+        pass  # closed meanwhile
 
 
 def _request_line(head: bytearray) -> str:

@@ -207,6 +207,65 @@ def test_trickling_bodies_hold_no_thread(make_run_server):
     assert requests.get(f"{make_run_server.url}/api/sessions/trickle/events", timeout=10).status_code == 404
 
 
+@pytest.mark.parametrize("framing", [
+    b"Transfer-Encoding: chunked\r\n\r\nffffff\r\n",  # chunked: read by a thread
+    b"Content-Length: 2000000\r\n\r\n",  # over 1 MiB: read by a thread
+    b"Expect: 100-continue\r\nContent-Length: 2000\r\n\r\n",  # the thread sends the go-ahead
+], ids=["chunked", "large", "expect-100"])
+def test_a_body_a_thread_reads_that_trickles_ends_in_408_though_it_never_stalls(tmp_path: Path, framing: bytes):
+    """A byte every 0.3 s never stalls for EVENTSVC_BODY_TIMEOUT (1 s), but is far below MIN_BODY_RATE:
+    cut off soon after the timeout's grace, so such uploads cannot hold the threads for ever."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
+                          env={"EVENTSVC_THREADS": "8", "EVENTSVC_BODY_TIMEOUT": "1"})
+    try:
+        with socket.create_connection(_address(server), timeout=10) as sock:
+            sock.sendall(b"POST /api/sessions/trickle/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\n" + framing)
+            answer, began = b"", time.monotonic()
+            while b"HTTP/1.1 4" not in answer and time.monotonic() < began + 15:
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    pass  # answered and closed: the answer is there to read
+                if select.select([sock], [], [], 0.3)[0]:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+        assert b"HTTP/1.1 408 " in answer, answer[:300]
+        assert time.monotonic() - began < 10
+        assert requests.get(f"{server.url}/api/sessions/trickle/events", timeout=10).status_code == 404
+    finally:
+        server.stop()
+
+
+def test_uploads_a_thread_reads_take_at_most_a_quarter_of_the_threads(tmp_path: Path):
+    """12 chunked uploads trickling within the body timeout, on a worker of 8 threads: 2 of them get a
+    thread, the rest wait without one, and short requests answer within 1 s meanwhile."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
+                          env={"EVENTSVC_THREADS": "8", "EVENTSVC_BODY_TIMEOUT": "6"})
+    uploads = []
+    try:
+        for _ in range(12):
+            sock = socket.create_connection(_address(server), timeout=10)
+            sock.sendall(b"POST /api/sessions/trickle/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nffffff\r\n")
+            uploads.append(sock)
+        for _ in range(3):
+            time.sleep(0.3)
+            for sock in uploads:
+                sock.sendall(b" ")
+            _well_behaved_requests_answer_in_time(server, "fine")
+        # Those that waited for a body thread, and then those reading (they stall now), end in 408.
+        answers = [_read_until_closed(sock, time.monotonic() + 20) for sock in uploads]
+        assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers[:2]
+    finally:
+        for sock in uploads:
+            sock.close()
+        server.stop()
+    assert "no thread was free within 6 s to read the request body" in (tmp_path / "gunicorn.log").read_text()
+
+
 def test_at_the_connection_cap_the_oldest_unfinished_request_makes_room(tmp_path: Path):
     server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
                           env={"EVENTSVC_MAX_CONNECTIONS": "40", "EVENTSVC_THREADS": "8"})

@@ -58,8 +58,8 @@ def _read_body(request: Request) -> bytes:
         # The worker's receive timeout (EAGAIN), as raised or as werkzeug's ClientDisconnected.
         if isinstance(exc, (BlockingIOError, TimeoutError)) or isinstance(
                 exc.__cause__ or exc.__context__, (BlockingIOError, TimeoutError)):
-            raise RequestTimeout("the request body stalled for longer than EVENTSVC_BODY_TIMEOUT; "
-                                 "nothing was stored") from None
+            raise RequestTimeout("the request body stalled for longer than EVENTSVC_BODY_TIMEOUT, or arrived "
+                                 "more slowly than the server accepts; nothing was stored") from None
         raise
     except Exception as exc:  # noqa: BLE001 - the server's own parser failed on a hostile framing
         raise BadRequest(f"the request body could not be read ({type(exc).__name__})") from None

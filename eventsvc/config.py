@@ -67,6 +67,17 @@ def _database_url(value: str) -> str:
     url = value.strip()
     if url and not is_database_url(url):
         raise ValueError("must be a postgresql:// (or postgres://) URL, or empty for the files backend")
+    if url:
+        try:
+            from .store.postgres.connect import check_url
+        except ImportError:  # no PostgreSQL driver: opening the store says so
+            return url
+        from .errors import StorageError
+
+        try:
+            check_url(url)
+        except StorageError as exc:
+            raise ValueError(exc.message.removeprefix("the database URL ")) from None
     return url
 
 
@@ -81,6 +92,7 @@ class Setting:
     default: Any
     parse: Callable[[str], Any]
     help: str
+    secret: bool = False  # its value is never repeated in an error message (a URL may hold a password)
 
     @property
     def env(self) -> str:
@@ -118,7 +130,8 @@ SETTINGS = (
     Setting("METRICS", True, _flag, "0: no Prometheus metrics (GET /metrics answers 404) and no per-request counting"),
     Setting("UI", True, _flag, "0: no web console; /ui/ is then 404"),
     Setting("DATABASE_URL", "", _database_url,
-            "postgresql://... : store events in PostgreSQL instead of DATA_DIR (prepare it with `eventsvc db upgrade`)"),
+            "postgresql://... : store events in PostgreSQL instead of DATA_DIR (prepare it with `eventsvc db upgrade`)",
+            secret=True),
     Setting("DB_POOL_SIZE", 10, _positive_int, "PostgreSQL connections per worker process, at most"),
     Setting("DB_CONNECT_TIMEOUT", 5.0, _positive_float,
             "seconds to connect to PostgreSQL or wait for a pooled connection before answering 503"),
@@ -151,7 +164,7 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         try:
             config[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            raise ValueError(f"{setting.env}={raw!r}: {exc}") from None
+            raise ValueError(f"{setting.env}{'' if setting.secret else '=' + repr(raw)}: {exc}") from None
     config.update(overrides or {})
     return config
 

@@ -231,3 +231,30 @@ def test_a_wrong_database_argument_is_a_usage_error(args, message):
 def test_an_environment_database_that_is_not_a_url_is_an_error():
     result = run_eventsvc("sessions", env={"EVENTSVC_DATABASE_URL": "mysql://db/x"})
     assert_one_line_error(result, "EVENTSVC_DATABASE_URL must be a postgresql://")
+
+
+UNPARSABLE = "postgresql://postgres:S3CRET-PW@[::1/x?password=ALSO-SECRET"
+
+
+@pytest.mark.parametrize(("command",), [(command,) for command in COMMANDS])
+def test_a_url_libpq_cannot_parse_is_one_line_that_never_shows_the_password(command):
+    result = run_eventsvc(*command, "--database", UNPARSABLE)
+    assert_one_line_error(result, "the database URL cannot be parsed: ", "postgres:***@")
+    assert b"S3CRET" not in result.stderr and b"ALSO-SECRET" not in result.stderr
+
+
+def test_copy_to_a_url_libpq_cannot_parse_never_shows_the_password(tmp_path):
+    fill(tmp_path / "data")
+    result = run_eventsvc("copy", tmp_path / "data", UNPARSABLE)
+    assert_one_line_error(result, "cannot be parsed")
+    assert b"S3CRET" not in result.stderr + result.stdout
+
+
+def test_a_server_on_a_url_libpq_cannot_parse_refuses_to_start_without_showing_the_password(tmp_path):
+    gunicorn = EVENTSVC.with_name("gunicorn")
+    result = subprocess.run([str(gunicorn), "--config", "python:eventsvc.gunicorn_conf", "wsgi:app"],
+                            capture_output=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+                            env={**os.environ, "EVENTSVC_DATABASE_URL": UNPARSABLE, "EVENTSVC_BIND": "127.0.0.1:0"})
+    assert result.returncode != 0
+    assert b"EVENTSVC_DATABASE_URL: cannot be parsed" in result.stderr + result.stdout
+    assert b"S3CRET" not in result.stderr + result.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -41,6 +42,27 @@ class Options:
     # A transaction left open (a crashed request) gives its locks and snapshot back after this; the
     # offline tools' read-only snapshot sets 0, since a paused reader (a pager) is not a fault.
     idle_in_transaction_timeout: float = 60.0
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` (a driver's message, which may quote the URL) without the URL's password."""
+    secrets = [match.group(1) for match in re.finditer(r"[?&]password=([^&\s\"']+)", url)]
+    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@", url)
+    if userinfo and ":" in userinfo.group(1):
+        secrets.append(userinfo.group(1).split(":", 1)[1])
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def check_url(url: str) -> None:
+    """Raise StorageError, naming no password, when libpq cannot parse ``url`` (a pool would retry it
+    for ever and log libpq's message, which quotes the whole URL)."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        reason = " ".join(redact(str(exc), url).split())  # libpq's message ends with a newline
+        raise StorageError(f"the database URL cannot be parsed: {reason}") from None
 
 
 def where(url: str) -> str:
@@ -74,12 +96,14 @@ def work_deadline(options: Options) -> float:
 def connect(url: str, options: Options, *, autocommit: bool = False, say_why: bool = False) -> psycopg.Connection:
     """One connection outside the pool (the listener, upgrades, tools); ``say_why`` puts the driver's reason
     in the error's message (for an operator's command, not for an HTTP client)."""
+    check_url(url)
     try:
         return psycopg.connect(url, autocommit=autocommit, **connection_kwargs(options))
     except psycopg.Error as exc:
         if say_why:
             # libpq's message is several lines (the failure, then a hint indented by a tab): one line here.
-            reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+            reason = "; ".join(line.strip() for line in redact(str(exc), url).splitlines() if line.strip()) \
+                or type(exc).__name__
             raise StorageError(f"the database {where(url)} is unavailable: {reason}") from None
         raise unreachable(url, exc) from None
 
@@ -108,7 +132,7 @@ class MostRecentFirst(deque):
 
 
 def unreachable(url: str, exc: Exception) -> StorageError:
-    log.warning("PostgreSQL at %s: %s", where(url), exc)
+    log.warning("PostgreSQL at %s: %s", where(url), redact(str(exc), url))
     return StorageError(f"the database {where(url)} is unavailable; retry shortly")
 
 
@@ -122,6 +146,7 @@ class Pooled:
     """
 
     def __init__(self, url: str, options: Options) -> None:
+        check_url(url)
         self.url = url
         self.options = options
         self.pool = open_pool(url, options)

@@ -65,14 +65,14 @@ def store_target(data_dir: Path | None, database: str | None) -> Path | str:
     return database
 
 
-def open_database(url: str):
+def open_database(url: str, **options: Any):
     """The PostgresStore at ``url``; an unreachable server or a database without the schema is one line, exit 2."""
     from .store import open_store as open_any
     from .store.postgres.connect import Options, connect
 
-    # The store's pool would only say "unavailable; retry shortly": one direct attempt says why.
+    # The store's pool would only say "unavailable; retry shortly" (and log each retry): one direct attempt says why.
     connect(url, Options(pool_size=1), say_why=True).close()
-    return open_any(url, pool_size=2)
+    return open_any(url, pool_size=2, **options)
 
 
 def open_target(target: Path | str):
@@ -586,9 +586,9 @@ def copy_command(source: str, target: str) -> None:
         fail(f"{source} is neither a postgresql:// URL nor an eventsvc data folder (no segments/ inside)")
     # The source accepted these events once: the target takes them whatever its own size limit.
     unlimited = {"max_event_bytes": 1 << 40}
-    from_store = open_store(source, **unlimited)
+    from_store = open_database(source, **unlimited) if is_database_url(source) else open_store(source, **unlimited)
     try:
-        to_store = open_store(target, **unlimited)
+        to_store = open_database(target, **unlimited) if is_database_url(target) else open_store(target, **unlimited)
         try:
             report = copy_store(from_store, to_store, on_session=lambda copied: click.echo(
                 f"{copied.session_id}: {copied.events} events, {copied.created} copied now"

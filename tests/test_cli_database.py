@@ -258,3 +258,9 @@ def test_a_server_on_a_url_libpq_cannot_parse_refuses_to_start_without_showing_t
     assert result.returncode != 0
     assert b"EVENTSVC_DATABASE_URL: cannot be parsed" in result.stderr + result.stdout
     assert b"S3CRET" not in result.stderr + result.stdout
+
+
+def test_copy_to_an_unreachable_database_is_one_line_naming_why(tmp_path):
+    fill(tmp_path / "data")
+    result = run_eventsvc("copy", tmp_path / "data", UNREACHABLE)
+    assert_one_line_error(result, "the database 127.0.0.1:1/nothing_here is unavailable: ", "refused")

@@ -77,7 +77,7 @@ def test_copy_into_a_session_that_diverges_stops_with_a_seq_conflict(original, p
     target = open_store(pg_url)
     try:
         target.append("s0", {"type": "user_message", "payload": {"someone": "else"}})
-        with pytest.raises(SeqConflict):
+        with pytest.raises(SeqConflict, match="session 's0' in the target: seq_conflict: expected seq 1"):
             copy_store(source, target)
         assert target.last_seq("s0") == 1
     finally:

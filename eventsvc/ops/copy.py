@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
 
+from ..errors import Conflict
 from ..store.base import Store
 
 PAGE = 500
@@ -53,7 +54,11 @@ def copy_store(source: Store, target: Store, *, page: int = PAGE,
     for session_id in source.session_ids():
         copied = SessionCopy(session_id)
         for lines in _pages(source, session_id, page):
-            result = target.append_batch(session_id, [as_input(json.loads(line)) for line in lines])
+            try:
+                result = target.append_batch(session_id, [as_input(json.loads(line)) for line in lines])
+            except Conflict as exc:  # the target's session holds other events: say which, and the code
+                raise type(exc)(f"session {session_id!r} in the target: {exc.code}: {exc.message}",
+                                exc.details) from None
             copied.events += len(lines)
             copied.created += result.created
         copied.problem = verify_session(source, target, session_id)

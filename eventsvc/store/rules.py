@@ -72,11 +72,14 @@ def check_sizes(fresh: list[Draft], lines: list[bytes], max_event_bytes: int) ->
                             {"limit": max_event_bytes, "sizes": sizes})
 
 
+MAX_INTEGER = 2**63 - 1  # the largest seq either backend can store (SQLite's integer, PostgreSQL's bigint)
+
+
 def check_page_bounds(since_seq: int, limit: int) -> None:
     problems = {}
-    if not isinstance(since_seq, int) or isinstance(since_seq, bool) or since_seq < 0:
-        problems["since_seq"] = ["must be an integer >= 0"]
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        problems["limit"] = ["must be an integer >= 1"]
+    if not isinstance(since_seq, int) or isinstance(since_seq, bool) or not 0 <= since_seq <= MAX_INTEGER:
+        problems["since_seq"] = [f"must be an integer from 0 to {MAX_INTEGER}"]
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INTEGER:
+        problems["limit"] = [f"must be an integer from 1 to {MAX_INTEGER}"]
     if problems:
         raise ValidationFailed("invalid page bounds", problems)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
@@ -28,6 +29,10 @@ MESSAGES = {414: "the request line is longer than this server accepts",
 def json_error(status: int, reason: str, *, code: str | None = None, message: str | None = None) -> bytes:
     """The whole HTTP answer; gunicorn's own message is not echoed (it may quote hostile input)."""
     request_id = secrets.token_hex(16)
+    try:  # gunicorn passes "Bad Request" with some other statuses (501 among them): the status's own phrase
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        pass
     message = message or MESSAGES.get(status, f"the server could not read this request ({reason.lower()})")
     body = json.dumps({"error": {"code": code or CODES.get(status, "bad_request"), "message": message,
                                  "request_id": request_id}}).encode()

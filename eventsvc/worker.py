@@ -180,8 +180,8 @@ class ThreadFreeWorker(ThreadWorker):
         """Whether the connection left the loop (handed to a thread, or answered and closed)."""
         if conn.body_left is None:
             end = _head_end(conn.head)
-            if end is None:
-                if len(conn.head) <= MAX_HEAD:
+            if end is None or end > MAX_HEAD:
+                if end is None and len(conn.head) <= MAX_HEAD:
                     return False
                 _answer_quietly(conn.sock, 431, "request_header_fields_too_large",
                                 f"request headers are larger than {MAX_HEAD // 1024} KiB", conn.head)

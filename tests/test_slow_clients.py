@@ -186,6 +186,15 @@ def test_a_head_over_64_kib_is_a_431(make_run_server):
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_header_fields_too_large"
 
 
+def test_a_head_over_64_kib_is_a_431_though_it_ends_in_the_same_read(make_run_server):
+    head = (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + b"".join(b"X-More-%d: " % n + b"b" * 8000 + b"\r\n" for n in range(15)) + b"\r\n")  # ~120 KiB
+    with socket.create_connection(_address(make_run_server), timeout=10) as sock:
+        sock.sendall(head)
+        answer = _read_until_closed(sock, time.monotonic() + 10)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+
+
 def test_trickling_bodies_hold_no_thread(make_run_server):
     """300 requests with complete headers whose bodies arrive a byte at a time: read in the loop, so
     short requests still answer within 1 s; none of them is stored before its body is complete."""

@@ -501,6 +501,8 @@ def stats_command(data_dir: Path | None, database: str | None, output_format: st
 def serve(gunicorn_args: tuple[str, ...]) -> None:
     """Serve the HTTP API with gunicorn (the `make run` configuration); extra arguments go to gunicorn."""
     gunicorn = Path(sys.executable).with_name("gunicorn")
+    if not gunicorn.is_file():  # a client-only install
+        fail("this command needs the server extra (pip install '.[server]'): gunicorn is not installed")
     os.execv(str(gunicorn), [str(gunicorn), "--config", "python:eventsvc.gunicorn_conf",
                              *gunicorn_args, "eventsvc:create_app()"])
 

@@ -25,10 +25,11 @@ import pytest
 
 from conftest import Server, start_server
 from eventsvc import EventEmitter, EventStore, errors, run_scope
-from eventsvc.client import (BadRequest, ClientError, Conflict, ConnectionFailed, EventClient, EventIdConflict,
+from eventsvc.client import (AsyncEventClient, BadRequest, ClientError, Conflict, ConnectionFailed, EventClient, EventIdConflict,
                              Forbidden, InsufficientStorage, NotFound, PayloadTooLarge, RemoteEmitter,
                              RunSessionConflict, SeqConflict, StorageUnavailable, StoreBusy,
-                             Unauthorized, UnsupportedMediaType, ValidationFailed, error_from_response)
+                             TooManyConnections, Unauthorized, UnsupportedMediaType, ValidationFailed,
+                             error_from_response)
 
 pytestmark = pytest.mark.slow
 
@@ -282,6 +283,7 @@ def test_not_found_tokens_and_size_map_to_their_classes(server, client):
     (415, "unsupported_media_type", UnsupportedMediaType),
     (503, "storage_unavailable", StorageUnavailable),
     (503, "store_busy", StoreBusy),
+    (503, "too_many_connections", TooManyConnections),
     (507, "insufficient_storage", InsufficientStorage),
     (409, "a_conflict_from_the_future", Conflict),
     (500, "internal_error", ClientError),
@@ -291,6 +293,13 @@ def test_error_answers_map_by_code_then_status(status, code, cls):
     error = error_from_response(status, body)
     assert type(error) is cls
     assert (error.status, error.code, error.message, error.details) == (status, code, "m", {"f": ["x"]})
+
+
+@pytest.mark.parametrize("token", ["a\nb", "tok\r\nX-Injected: 1", " padded", "é"])
+def test_a_token_that_cannot_go_in_a_header_is_refused_at_construction(token):
+    for client_class in (EventClient, AsyncEventClient):
+        with pytest.raises(ValueError, match="token"):
+            client_class("http://127.0.0.1:1", token=token)
 
 
 def test_an_error_answer_that_is_not_json_keeps_its_status():
@@ -606,6 +615,8 @@ def test_every_client_error_is_the_matching_server_error():
         if isinstance(cls, type) and issubclass(cls, errors.EventSvcError):
             server_classes.setdefault(cls.code, cls)
     for code, cls in _ERROR_BY_CODE.items():
+        if code == "too_many_connections":  # the worker's own answer, before the app: no class raises it
+            continue
         server = {"payload_too_large": errors.EventTooLarge, "storage_unavailable": errors.StorageError,
                   "insufficient_storage": errors.StorageFull}.get(code, server_classes.get(code))
         assert server is not None, f"no server-side class for {code}"

@@ -12,8 +12,8 @@ from .async_batching import AsyncBatchingEmitter
 from .batching import BatchingEmitter
 from .errors import (BadRequest, ClientError, Conflict, ConnectionFailed, EmitterClosed, EventIdConflict,
                      Forbidden, InsufficientStorage, NotFound, PayloadTooLarge, RequestTimeout, RunSessionConflict,
-                     SeqConflict, StorageUnavailable, StoreBusy, TooManyStreams, Unauthorized, UnsupportedMediaType,
-                     ValidationFailed, error_from_response)
+                     SeqConflict, StorageUnavailable, StoreBusy, TooManyConnections, TooManyStreams, Unauthorized,
+                     UnsupportedMediaType, ValidationFailed, error_from_response)
 from .protocol import RetryPolicy
 from .sync import EventClient, RemoteEmitter
 
@@ -21,6 +21,6 @@ __all__ = [
     "AsyncBatchingEmitter", "AsyncEventClient", "BadRequest", "BatchingEmitter", "ClientError", "Conflict",
     "ConnectionFailed", "EmitterClosed", "EventClient", "EventIdConflict", "Forbidden", "InsufficientStorage",
     "NotFound", "PayloadTooLarge", "RemoteEmitter", "RequestTimeout", "RetryPolicy", "RunSessionConflict",
-    "SeqConflict", "StorageUnavailable", "StoreBusy", "TooManyStreams", "Unauthorized", "UnsupportedMediaType",
-    "ValidationFailed", "error_from_response",
+    "SeqConflict", "StorageUnavailable", "StoreBusy", "TooManyConnections", "TooManyStreams", "Unauthorized",
+    "UnsupportedMediaType", "ValidationFailed", "error_from_response",
 ]

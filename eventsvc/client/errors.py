@@ -96,6 +96,13 @@ class TooManyStreams(ClientError, errors.TooManyStreams):
     code = "too_many_streams"
 
 
+class TooManyConnections(ClientError):
+    """503 ``too_many_connections``: the worker closed this unfinished request to make room for new
+    connections; a re-send is safe (nothing was stored)."""
+
+    code = "too_many_connections"
+
+
 class ConnectionFailed(ClientError):
     """No answer at all (refused, reset, timed out) after the retries; ``status`` is None."""
 
@@ -105,7 +112,7 @@ class ConnectionFailed(ClientError):
 _ERROR_BY_CODE: dict[str, type[ClientError]] = {cls.code: cls for cls in (
     ValidationFailed, BadRequest, NotFound, Conflict, SeqConflict, EventIdConflict, RunSessionConflict,
     Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType, RequestTimeout, StorageUnavailable,
-    StoreBusy, InsufficientStorage, TooManyStreams)}
+    StoreBusy, InsufficientStorage, TooManyStreams, TooManyConnections)}
 _ERROR_BY_STATUS: dict[int, type[ClientError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 408: RequestTimeout, 409: Conflict,
     413: PayloadTooLarge, 415: UnsupportedMediaType, 422: ValidationFailed, 503: StorageUnavailable,

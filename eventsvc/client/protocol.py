@@ -55,6 +55,8 @@ class ClientSettings:
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0, *,
                  retries: int = 5, backoff: float = 0.1, max_backoff: float = 5.0) -> None:
+        if token is not None and not (token.isascii() and token.isprintable() and token.strip() == token):
+            raise ValueError("token must be printable ASCII with no space at either end (it goes in a header)")
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout

@@ -41,15 +41,18 @@ import select
 import selectors
 import socket
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import config
+from .errors import SchemaMismatch
 from .http_errors import count_refused, json_error
 
 MAX_HEAD = 64 * 1024  # larger request heads are answered 431
@@ -337,6 +340,15 @@ class ThreadFreeWorker(ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     # -- sharing stream room with the other workers ------------------------------------------------
+
+    def load_wsgi(self) -> None:
+        """A database this release cannot serve stops the start with its message alone: exit code 3
+        makes the master stop (gunicorn's "worker failed to boot"), without a traceback per worker."""
+        try:
+            super().load_wsgi()
+        except SchemaMismatch as exc:
+            self.log.error("%s", exc.message)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
     def run(self) -> None:
         self._slots = getattr(self.wsgi, "extensions", {}).get("eventsvc.stream_slots")

@@ -228,6 +228,7 @@ def test_gunicorn_refuses_to_start_on_a_database_without_the_schema(pg_database,
             start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
                          env={"EVENTSVC_DATABASE_URL": url})
         assert "eventsvc db upgrade URL" in str(caught.value)
+        assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()  # the message alone
     finally:
         drop_database(url)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -69,16 +70,26 @@ def _database_url(value: str) -> str:
         raise ValueError("must be a postgresql:// (or postgres://) URL, or empty for the files backend")
     if url:
         try:
-            from .store.postgres.connect import check_url
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict
         except ImportError:  # no PostgreSQL driver: opening the store says so
             return url
-        from .errors import StorageError
-
         try:
-            check_url(url)
-        except StorageError as exc:
-            raise ValueError(exc.message.removeprefix("the database URL ")) from None
+            conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"cannot be parsed: {without_password(' '.join(str(exc).split()), url)}") from None
     return url
+
+
+def without_password(text: str, url: str) -> str:
+    """``text`` (a driver's message, which may quote the URL) without the URL's password."""
+    secrets = [match.group(1) for match in re.finditer(r"[?&]password=([^&\s\"']+)", url)]
+    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@", url)
+    if userinfo and ":" in userinfo.group(1):
+        secrets.append(userinfo.group(1).split(":", 1)[1])
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def is_database_url(target: object) -> bool:

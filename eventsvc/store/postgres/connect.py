@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -28,6 +27,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from ...config import without_password
 from ...errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -44,24 +44,13 @@ class Options:
     idle_in_transaction_timeout: float = 60.0
 
 
-def redact(text: str, url: str) -> str:
-    """``text`` (a driver's message, which may quote the URL) without the URL's password."""
-    secrets = [match.group(1) for match in re.finditer(r"[?&]password=([^&\s\"']+)", url)]
-    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@", url)
-    if userinfo and ":" in userinfo.group(1):
-        secrets.append(userinfo.group(1).split(":", 1)[1])
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
 def check_url(url: str) -> None:
     """Raise StorageError, naming no password, when libpq cannot parse ``url`` (a pool would retry it
     for ever and log libpq's message, which quotes the whole URL)."""
     try:
         conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        reason = " ".join(redact(str(exc), url).split())  # libpq's message ends with a newline
+        reason = " ".join(without_password(str(exc), url).split())  # libpq's message ends with a newline
         raise StorageError(f"the database URL cannot be parsed: {reason}") from None
 
 
@@ -102,7 +91,7 @@ def connect(url: str, options: Options, *, autocommit: bool = False, say_why: bo
     except psycopg.Error as exc:
         if say_why:
             # libpq's message is several lines (the failure, then a hint indented by a tab): one line here.
-            reason = "; ".join(line.strip() for line in redact(str(exc), url).splitlines() if line.strip()) \
+            reason = "; ".join(line.strip() for line in without_password(str(exc), url).splitlines() if line.strip()) \
                 or type(exc).__name__
             raise StorageError(f"the database {where(url)} is unavailable: {reason}") from None
         raise unreachable(url, exc) from None
@@ -132,7 +121,7 @@ class MostRecentFirst(deque):
 
 
 def unreachable(url: str, exc: Exception) -> StorageError:
-    log.warning("PostgreSQL at %s: %s", where(url), redact(str(exc), url))
+    log.warning("PostgreSQL at %s: %s", where(url), without_password(str(exc), url))
     return StorageError(f"the database {where(url)} is unavailable; retry shortly")
 
 

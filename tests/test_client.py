@@ -25,11 +25,10 @@ import pytest
 
 from conftest import Server, start_server
 from eventsvc import EventEmitter, EventStore, errors, run_scope
-from eventsvc.client import (AsyncEventClient, BadRequest, ClientError, Conflict, ConnectionFailed, EventClient, EventIdConflict,
-                             Forbidden, InsufficientStorage, NotFound, PayloadTooLarge, RemoteEmitter,
-                             RunSessionConflict, SeqConflict, StorageUnavailable, StoreBusy,
-                             TooManyConnections, Unauthorized, UnsupportedMediaType, ValidationFailed,
-                             error_from_response)
+from eventsvc.client import (AsyncEventClient, BadRequest, ClientError, Conflict, ConnectionFailed, EventClient,
+                             EventIdConflict, Forbidden, InsufficientStorage, NotFound, PayloadTooLarge, RemoteEmitter,
+                             RunSessionConflict, SeqConflict, StorageUnavailable, StoreBusy, TooManyConnections,
+                             Unauthorized, UnsupportedMediaType, ValidationFailed, error_from_response)
 
 pytestmark = pytest.mark.slow
 

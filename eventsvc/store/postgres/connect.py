@@ -91,8 +91,8 @@ def connect(url: str, options: Options, *, autocommit: bool = False, say_why: bo
     except psycopg.Error as exc:
         if say_why:
             # libpq's message is several lines (the failure, then a hint indented by a tab): one line here.
-            reason = "; ".join(line.strip() for line in without_password(str(exc), url).splitlines() if line.strip()) \
-                or type(exc).__name__
+            lines = without_password(str(exc), url).splitlines()
+            reason = "; ".join(line.strip() for line in lines if line.strip()) or type(exc).__name__
             raise StorageError(f"the database {where(url)} is unavailable: {reason}") from None
         raise unreachable(url, exc) from None
 

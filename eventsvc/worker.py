@@ -283,7 +283,8 @@ class ThreadFreeWorker(ThreadWorker):
         try:
             return super().handle(conn)
         finally:
-            if paced:
+            if paced:  # a kept-alive connection keeps its parser: its next body is paced afresh, or not at all
+                vars(conn.parser.unreader).pop("chunk", None)
                 _set_receive_timeout(conn.sock, self.body_timeout)
 
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
@@ -517,7 +518,8 @@ def _small_body_length(head: bytes) -> int | None:
 def _pace(unreader: Any, sock: Any, grace: float) -> None:
     """Make a thread's reads of one request's body fail (TimeoutError, answered 408 like a stall)
     once it is slower than MIN_BODY_RATE after ``grace`` seconds: each read waits at most until
-    that deadline (or ``grace``, the stall limit, if sooner)."""
+    that deadline (or ``grace``, the stall limit, if sooner). Shadows the unreader's ``chunk`` for
+    this request only (``handle`` removes it)."""
     started, received = time.monotonic(), 0
     read = unreader.chunk
 

@@ -518,7 +518,7 @@ def test_read_run_page_of_an_unknown_run_is_run_not_found(mixed_session, run_id)
 
 
 @pytest.mark.parametrize(("since_seq", "limit"), [(-1, 10), (0, 0), (0, -5), (True, 10),
-                                                  (2**63, 10), (2**64, 10), (0, 2**63), (0, 2**64)])
+                                                  (2**63, 10), (2**64, 10), (0, 2**63 - 1), (0, 2**64)])
 def test_page_bounds_out_of_range_are_a_validation_error(mixed_session, since_seq, limit):
     """Beyond a 64-bit integer too: what neither backend can store is the caller's error, not the storage's."""
     with pytest.raises(ValidationFailed):
@@ -529,6 +529,14 @@ def test_page_bounds_out_of_range_are_a_validation_error(mixed_session, since_se
         mixed_session.read_run_page("r1", since_seq=since_seq, limit=limit)
     with pytest.raises(ValidationFailed):
         mixed_session.get_events_by_run("s1", "r1", since_seq, limit)
+
+
+def test_the_largest_page_bounds_are_served(mixed_session):
+    largest_limit, largest_seq = 2**63 - 2, 2**63 - 1
+    assert mixed_session.read_page("s1", limit=largest_limit).seqs == mixed_session.read_page("s1").seqs
+    assert mixed_session.read_page("s1", limit=largest_limit, types=["tool_call"]).lines
+    assert mixed_session.read_run_page("r1", limit=largest_limit).seqs
+    assert mixed_session.read_page("s1", since_seq=largest_seq).seqs == []
 
 
 def test_lookups_of_runs_and_sessions(mixed_session):

@@ -248,6 +248,37 @@ def test_a_body_a_thread_reads_that_trickles_ends_in_408_though_it_never_stalls(
         server.stop()
 
 
+def test_each_chunked_body_on_a_kept_alive_connection_is_paced_afresh(tmp_path: Path):
+    """The pace is one request's: idle time between requests, or many requests, count for nothing."""
+    server = start_server(tmp_path / "data", tmp_path / "gunicorn.log", workers=1,
+                          env={"EVENTSVC_THREADS": "8", "EVENTSVC_BODY_TIMEOUT": "1"})
+    statuses = []
+    try:
+        with socket.create_connection(_address(server), timeout=10) as sock:
+            for n in range(3):
+                body = json.dumps({"type": "status", "payload": {"n": n}}).encode()
+                sock.sendall(b"POST /api/sessions/kept/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                time.sleep(0.2)  # the body after the head: read by the thread, paced
+                sock.sendall(b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    chunk = sock.recv(65536)
+                    assert chunk, (statuses, answer)  # closed: an answer before it was the last
+                    answer += chunk
+                head, _, rest = answer.partition(b"\r\n\r\n")
+                statuses.append(head.split(b" ")[1])
+                assert statuses[-1] == b"201", (statuses, rest)
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                while len(rest) < length:
+                    rest += sock.recv(65536)
+                time.sleep(1.5)  # idle on the kept-alive connection, past the body timeout
+    finally:
+        server.stop()
+    assert statuses == [b"201"] * 3
+
+
 def test_uploads_a_thread_reads_take_at_most_a_quarter_of_the_threads(tmp_path: Path):
     """12 chunked uploads trickling within the body timeout, on a worker of 8 threads: 2 of them get a
     thread, the rest wait without one, and short requests answer within 1 s meanwhile."""

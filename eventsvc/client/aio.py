@@ -148,7 +148,7 @@ class AsyncEventClient(ClientSettings):
         loop = asyncio.get_running_loop()
         if self._http is not None and self._loop is not loop:
             if not self._loop.is_closed():
-                raise RuntimeError("this AsyncEventClient is in use in another running event loop: "
+                raise RuntimeError("this AsyncEventClient belongs to another event loop (not closed yet): "
                                    "use one client per loop")
             self._http = None  # its loop has ended (asyncio.run returned): its connections went with it
         if self._http is None:

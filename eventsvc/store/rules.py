@@ -79,7 +79,7 @@ def check_page_bounds(since_seq: int, limit: int) -> None:
     problems = {}
     if not isinstance(since_seq, int) or isinstance(since_seq, bool) or not 0 <= since_seq <= MAX_INTEGER:
         problems["since_seq"] = [f"must be an integer from 0 to {MAX_INTEGER}"]
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INTEGER:
-        problems["limit"] = [f"must be an integer from 1 to {MAX_INTEGER}"]
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit < MAX_INTEGER:
+        problems["limit"] = [f"must be an integer from 1 to {MAX_INTEGER - 1}"]  # a page reads limit + 1
     if problems:
         raise ValidationFailed("invalid page bounds", problems)

@@ -85,11 +85,13 @@ class AppendWatcher:
         version = None
         while not self._closed:
             time.sleep(self.poll_interval)
+            # The version first, then who watches: a session watched only after this read has read its
+            # own last seq after registering, and an append after this read moves the next version.
+            current = self._data_version()
             with self._changed:
                 watched = list(self._watched)
             if not watched:
                 continue
-            current = self._data_version()
             if current == version:
                 continue
             version = current

@@ -69,10 +69,11 @@ def connection_kwargs(options: Options) -> dict[str, Any]:
         "application_name": "eventsvc",
         "options": (f"-c synchronous_commit=on -c statement_timeout={int(options.statement_timeout * 1000)}"
                     f" -c idle_in_transaction_session_timeout={int(options.idle_in_transaction_timeout * 1000)}"),
-        # An idle connection (the listener's, a pooled one) learns within ~25 s that its peer is gone.
+        # An idle connection (the listener's, a pooled one) learns that its peer is gone: after ~25 s,
+        # or with tcp_user_timeout (below) after about that long, which Linux then counts instead.
         "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
     }
-    if options.statement_timeout > 0:  # data sent and never acknowledged: the connection ends with the work's deadline
+    if options.statement_timeout > 0:  # data never acknowledged: the connection ends with the work's deadline
         kwargs["tcp_user_timeout"] = int(work_deadline(options) * 1000)
     return kwargs
 

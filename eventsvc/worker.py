@@ -284,7 +284,9 @@ class ThreadFreeWorker(ThreadWorker):
             return super().handle(conn)
         finally:
             if paced:  # a kept-alive connection keeps its parser: its next body is paced afresh, or not at all
-                vars(conn.parser.unreader).pop("chunk", None)
+                unreader = getattr(conn.parser, "unreader", None)
+                if unreader is not None:
+                    vars(unreader).pop("chunk", None)
                 _set_receive_timeout(conn.sock, self.body_timeout)
 
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:

@@ -84,7 +84,7 @@ class BatchingEmitter(EventEmitter):
         with self._lock:
             # A done-callback's emit does not wait for room: room is made by the thread it runs on.
             while not self._closed and self._batcher.pending >= self.max_pending \
-                    and getattr(_sending, "emitter", None) is not self:
+                    and not self._on_own_sender():
                 self._room.wait()
             if self._closed:
                 raise EmitterClosed("this BatchingEmitter is closed: emit after close() is refused "
@@ -116,16 +116,20 @@ class BatchingEmitter(EventEmitter):
             self._closed = True
             self._wake.notify()
             self._room.notify_all()
-        if getattr(_sending, "emitter", None) is self:
+        if self._on_own_sender():
             return
         if self._dispatcher is not threading.current_thread():
             self._dispatcher.join()
         self._senders.shutdown(wait=True)
 
+    def _on_own_sender(self) -> bool:
+        """Whether this thread is sending one of this emitter's batches (a done-callback runs there)."""
+        return getattr(_sending, "emitter", None) is self
+
     def _refuse_to_block(self, what: str) -> None:
         """A done-callback runs on the sender that resolved its future: waiting there for a batch
         would wait for that very sender."""
-        if getattr(_sending, "emitter", None) is self:
+        if self._on_own_sender():
             raise RuntimeError(f"{what} waits for stored events and cannot be called from a done-callback "
                                "of this BatchingEmitter (it runs on the thread that sends them): use emit_nowait()")
 
